@@ -1,0 +1,177 @@
+"""G: the modulated StyleGAN2 synthesis network at 224x224 (spec §3).
+
+The constant input is replaced by the identity encoder's spatial map (512x7x7); every
+layer gets the same 2560-d style vector. Modulation is applied to the activations
+(one shared convolution for the whole batch, demodulation as a per-sample output scale),
+which is the same function as the reference's per-sample weights, computed faster.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .encoders import STYLE_DIM
+
+CHANNELS = (512, 512, 512, 512, 256, 128)  # at 7, 14, 28, 56, 112, 224 px
+NUM_NOISES = 2 * (len(CHANNELS) - 1) + 1
+LEAKY_SLOPE = 0.2
+ACTIVATION_GAIN = math.sqrt(2.0)
+
+
+def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int, pad: tuple[int, int]) -> torch.Tensor:
+    """Zero-insert upsample by `up`, pad (before, after), then filter each channel with `kernel`."""
+    b, c, h, w = x.shape
+    if up > 1:
+        x = F.pad(x.reshape(b, c, h, 1, w, 1), (0, up - 1, 0, 0, 0, up - 1)).reshape(b, c, h * up, w * up)
+    x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
+    weight = torch.flip(kernel, (0, 1)).to(x.dtype).expand(c, 1, *kernel.shape)
+    return F.conv2d(x, weight, groups=c)
+
+
+def modulated_conv2d(
+    x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, upsample: bool = False
+) -> torch.Tensor:
+    """Convolve x (B, I, H, W) with weight (O, I, k, k) modulated per sample by styles (B, I).
+
+    With `upsample`, a stride-2 transposed convolution (the caller blurs afterwards).
+    """
+    assert x.shape[1] == weight.shape[1] == styles.shape[1], (x.shape, weight.shape, styles.shape)
+    x = x * styles[:, :, None, None].to(x.dtype)
+    if upsample:
+        out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+    else:
+        out = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
+    if demodulate:
+        energy = styles.float().square() @ weight.float().square().sum((2, 3)).t()
+        out = out * torch.rsqrt(energy + 1e-8)[:, :, None, None].to(out.dtype)
+    return out
+
+
+class EqualLinear(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(cout, cin))
+        self.bias = nn.Parameter(torch.empty(cout))
+        self.scale = 1.0 / math.sqrt(cin)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias)
+
+
+class ModulatedConv2d(nn.Module):
+    def __init__(self, cin: int, cout: int, kernel: int, demodulate: bool = True, upsample: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(1, cout, cin, kernel, kernel))
+        self.modulation = EqualLinear(STYLE_DIM, cin)
+        self.scale = 1.0 / math.sqrt(cin * kernel * kernel)
+        self.demodulate = demodulate
+        self.upsample = upsample
+        if upsample:
+            self.blur = _Kernel()
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        out = modulated_conv2d(x, self.weight[0] * self.scale, self.modulation(style), self.demodulate, self.upsample)
+        if self.upsample:
+            out = upfirdn2d(out, self.blur.kernel, up=1, pad=(1, 1))
+        return out
+
+
+class _Kernel(nn.Module):
+    """Holds a 4x4 FIR kernel buffer under the checkpoint's `.kernel` name."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("kernel", torch.empty(4, 4))
+
+
+class _Noise(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(1))
+
+
+class _Bias(nn.Module):
+    """FusedLeakyReLU: leaky_relu(x + bias, 0.2) * sqrt(2)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.bias = nn.Parameter(torch.empty(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.leaky_relu(x + self.bias, LEAKY_SLOPE) * ACTIVATION_GAIN
+
+
+class StyledConv(nn.Module):
+    def __init__(self, cin: int, cout: int, upsample: bool = False):
+        super().__init__()
+        self.conv = ModulatedConv2d(cin, cout, 3, upsample=upsample)
+        self.noise = _Noise()
+        self.activate = _Bias(cout)
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x, style)
+        return self.activate(out + self.noise.weight * noise.to(out.dtype))
+
+
+class ToRGB(nn.Module):
+    def __init__(self, cin: int, upsample: bool = True):
+        super().__init__()
+        if upsample:
+            self.upsample = _Kernel()
+        self.conv = ModulatedConv2d(cin, 3, 1, demodulate=False)
+        self.bias = nn.Parameter(torch.empty(1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.conv(x, style) + self.bias
+        if skip is not None:
+            out = out + upfirdn2d(skip, self.upsample.kernel, up=2, pad=(2, 1))
+        return out
+
+
+class _NoiseBuffers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        for i in range(NUM_NOISES):
+            size = 7 * 2 ** ((i + 1) // 2)
+            self.register_buffer(f"noise_{i}", torch.empty(1, 1, size, size))
+
+    def fixed(self) -> list[torch.Tensor]:
+        return [getattr(self, f"noise_{i}") for i in range(NUM_NOISES)]
+
+
+class Generator(nn.Module):
+    """Identity map (B, 512, 7, 7) + style (B, 2560) -> image (B, 3, 224, 224) in [-1, 1]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = StyledConv(CHANNELS[0], CHANNELS[0])
+        self.to_rgb1 = ToRGB(CHANNELS[0], upsample=False)
+        self.convs = nn.ModuleList()
+        self.to_rgbs = nn.ModuleList()
+        for cin, cout in zip(CHANNELS[:-1], CHANNELS[1:]):
+            self.convs.append(StyledConv(cin, cout, upsample=True))
+            self.convs.append(StyledConv(cout, cout))
+            self.to_rgbs.append(ToRGB(cout))
+        self.noises = _NoiseBuffers()
+
+    def random_noise(self, batch: int, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """Fresh N(0, 1) noise maps for a batch (drawn on the CPU, so a seed gives the same video anywhere)."""
+        device = self.noises.noise_0.device
+        return [
+            torch.randn((batch, *n.shape[1:]), generator=generator).to(device) for n in self.noises.fixed()
+        ]
+
+    def forward(
+        self, spatial: torch.Tensor, style: torch.Tensor, noise: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        noise = self.noises.fixed() if noise is None else noise
+        out = self.conv1(spatial.expand(style.shape[0], -1, -1, -1), style, noise[0])
+        skip = self.to_rgb1(out, style)
+        for i, to_rgb in enumerate(self.to_rgbs):
+            out = self.convs[2 * i](out, style, noise[2 * i + 1])
+            out = self.convs[2 * i + 1](out, style, noise[2 * i + 2])
+            skip = to_rgb(out, style, skip)
+        return torch.tanh(skip)
