@@ -26,28 +26,30 @@ def upfirdn2d(x: torch.Tensor, kernel: torch.Tensor, up: int, pad: tuple[int, in
     b, c, h, w = x.shape
     if up > 1:
         x = F.pad(x.reshape(b, c, h, 1, w, 1), (0, up - 1, 0, 0, 0, up - 1)).reshape(b, c, h * up, w * up)
-    x = F.pad(x, (pad[0], pad[1], pad[0], pad[1]))
     weight = torch.flip(kernel, (0, 1)).to(x.dtype).expand(c, 1, *kernel.shape)
-    return F.conv2d(x, weight, groups=c)
+    if pad[0] == pad[1]:
+        return F.conv2d(x, weight, padding=pad[0], groups=c)
+    return F.conv2d(F.pad(x, (pad[0], pad[1], pad[0], pad[1])), weight, groups=c)
 
 
 def modulated_conv2d(
-    x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, upsample: bool = False
+    x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, upsample: bool = False
 ) -> torch.Tensor:
-    """Convolve x (B, I, H, W) with weight (O, I, k, k) modulated per sample by styles (B, I).
+    """Convolve x (B, I, H, W) with weight (O, I, k, k) modulated per sample by styles (B, I), not demodulated.
 
     With `upsample`, a stride-2 transposed convolution (the caller blurs afterwards).
     """
     assert x.shape[1] == weight.shape[1] == styles.shape[1], (x.shape, weight.shape, styles.shape)
     x = x * styles[:, :, None, None].to(x.dtype)
     if upsample:
-        out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
-    else:
-        out = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
-    if demodulate:
-        energy = styles.float().square() @ weight.float().square().sum((2, 3)).t()
-        out = out * torch.rsqrt(energy + 1e-8)[:, :, None, None].to(out.dtype)
-    return out
+        return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+    return F.conv2d(x, weight, padding=weight.shape[-1] // 2)
+
+
+def demodulation(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """Per-sample output scale (B, O) that gives the modulated weights unit norm: rsqrt(sum w^2 s^2 + 1e-8)."""
+    energy = styles.float().square() @ weight.float().square().sum((2, 3)).t()
+    return torch.rsqrt(energy + 1e-8)
 
 
 class EqualLinear(nn.Module):
@@ -72,11 +74,14 @@ class ModulatedConv2d(nn.Module):
         if upsample:
             self.blur = _Kernel()
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        out = modulated_conv2d(x, self.weight[0] * self.scale, self.modulation(style), self.demodulate, self.upsample)
+    def forward(self, x: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The modulated convolution and, when demodulating, the (B, O) scale still to apply to it."""
+        weight = self.weight[0] * self.scale
+        styles = self.modulation(style)
+        out = modulated_conv2d(x, weight, styles, self.upsample)
         if self.upsample:
             out = upfirdn2d(out, self.blur.kernel, up=1, pad=(1, 1))
-        return out
+        return out, demodulation(weight, styles) if self.demodulate else None
 
 
 class _Kernel(nn.Module):
@@ -94,17 +99,20 @@ class _Noise(nn.Module):
 
 
 class _Bias(nn.Module):
-    """FusedLeakyReLU: leaky_relu(x + bias, 0.2) * sqrt(2)."""
+    """Holds FusedLeakyReLU's bias under the checkpoint's `.activate.bias` name."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.bias = nn.Parameter(torch.empty(1, channels, 1, 1))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x + self.bias, LEAKY_SLOPE) * ACTIVATION_GAIN
-
 
 class StyledConv(nn.Module):
+    """Modulated conv, noise, FusedLeakyReLU: lrelu(d * conv + w * noise + b) * sqrt(2), in two passes.
+
+    sqrt(2) moves inside the leaky ReLU (it is positively homogeneous), so the output is
+    one fused multiply-add and one in-place activation.
+    """
+
     def __init__(self, cin: int, cout: int, upsample: bool = False):
         super().__init__()
         self.conv = ModulatedConv2d(cin, cout, 3, upsample=upsample)
@@ -112,8 +120,10 @@ class StyledConv(nn.Module):
         self.activate = _Bias(cout)
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        out = self.conv(x, style)
-        return self.activate(out + self.noise.weight * noise.to(out.dtype))
+        out, demod = self.conv(x, style)
+        offset = (self.noise.weight * noise.to(out.dtype) + self.activate.bias) * ACTIVATION_GAIN
+        scale = (demod * ACTIVATION_GAIN).to(out.dtype)[:, :, None, None]
+        return F.leaky_relu_(torch.addcmul(offset, out, scale), LEAKY_SLOPE)
 
 
 class ToRGB(nn.Module):
@@ -125,7 +135,7 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.empty(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.conv(x, style) + self.bias
+        out = self.conv(x, style)[0] + self.bias
         if skip is not None:
             out = out + upfirdn2d(skip, self.upsample.kernel, up=2, pad=(2, 1))
         return out

@@ -1,0 +1,52 @@
+"""Output frames for each mode: the face crop, the face pasted back into the photo, or a labelled grid."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .align import CROP_SIZE, Paster, crop_to_generated, loader_view
+from .sources import Identity
+
+MODES = ("full", "crop", "grid")
+LABEL_HEIGHT = 24
+GRID_LABELS = ("reference", "generated", "pose")
+
+
+def even_size(image: np.ndarray) -> np.ndarray:
+    """Pad odd heights/widths by one replicated edge pixel (H.264 needs even sizes; never stretch)."""
+    pad_h, pad_w = image.shape[0] % 2, image.shape[1] % 2
+    if pad_h or pad_w:
+        image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+    return image
+
+
+class Composer:
+    """Builds the output frame for one generated face."""
+
+    def __init__(self, mode: str, identity: Identity):
+        self.mode = mode
+        self.identity = identity
+        if mode == "full":
+            self.paster = Paster(identity.image, crop_to_generated(identity.face.matrix))
+        self.reference = loader_view(identity.face.crop)
+
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the output frames."""
+        if self.mode == "crop":
+            return CROP_SIZE, CROP_SIZE
+        if self.mode == "grid":
+            return 3 * CROP_SIZE, CROP_SIZE + LABEL_HEIGHT
+        height, width = self.identity.image.shape[:2]
+        return width + width % 2, height + height % 2
+
+    def __call__(self, face: np.ndarray, pose_crop: np.ndarray | None) -> np.ndarray:
+        if self.mode == "crop":
+            return face
+        if self.mode == "full":
+            return even_size(self.paster(face))
+        pose_panel = loader_view(pose_crop) if pose_crop is not None else self.reference
+        panels = np.concatenate([self.reference, face, pose_panel], axis=1)
+        labels = np.zeros((LABEL_HEIGHT, panels.shape[1], 3), np.uint8)
+        for i, text in enumerate(GRID_LABELS):
+            cv2.putText(labels, text, (i * CROP_SIZE + 8, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+        return np.concatenate([labels, panels], axis=0)
