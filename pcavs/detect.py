@@ -119,7 +119,7 @@ class _BlazeFace:
         square[: resized.shape[0], : resized.shape[1]] = resized / 127.5 - 1.0
         regressors, logits = _run(self.interpreter, square[None])
         raw = regressors.reshape(len(self.anchors), -1) / self.size
-        scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1), -100, 100)))
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits.reshape(-1).astype(np.float64), -100, 100)))
         hit = scores > MIN_SCORE
         if not hit.any():
             return []
