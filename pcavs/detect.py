@@ -11,8 +11,11 @@ below); from 68 points, the means of 36-41, 42-47 and 60-67.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import os
+import sys
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -136,9 +139,24 @@ def _interpreter(model: str):
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         raise InputError("the litert face detector needs ai-edge-litert: pip install ai-edge-litert (or detector='mediapipe')") from None
-    interpreter = Interpreter(model_path=str(ASSETS / f"{model}.tflite"), num_threads=2)
-    interpreter.allocate_tensors()
+    with _quiet_stderr():  # LiteRT logs an INFO line from C++ for every interpreter
+        interpreter = Interpreter(model_path=str(ASSETS / f"{model}.tflite"), num_threads=2)
+        interpreter.allocate_tensors()
     return interpreter
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence file descriptor 2 (C-level logging) for the duration of the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _run(interpreter, tensor: np.ndarray) -> list[np.ndarray]:

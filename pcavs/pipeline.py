@@ -179,8 +179,8 @@ class Pipeline:
         """Make the talking-face video. See `pcavs.generate` for the arguments."""
         check_inputs(face, audio, pose, mouth, out, mode, noise, pose_loop, batch_size)
         batch_size = batch_size or self.default_batch_size()
-        identities = load_identities(face, aligned, detector, face_index)
         samples = audio_fe.normalize_rms(audio_fe.load_audio(audio if audio is not None else mouth))
+        identities = load_identities(face, aligned, detector, face_index)
         count = audio_fe.num_frames(len(samples))
         mel = audio_fe.mel_spectrogram(samples)
 
