@@ -77,21 +77,22 @@ def _looks_installed(path: Path) -> bool:
     return all((path / checkpoint_filename(net)).is_file() for net in NETWORKS)
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """torch.load with weights_only=True; every failure becomes one WeightsError naming the file."""
+def read_state_dict(path: Path, label: str | None = None) -> dict[str, torch.Tensor]:
+    """torch.load with weights_only=True; every failure becomes one WeightsError naming the file (or `label`)."""
+    label = label or str(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: file not found; {DOWNLOAD_HINT}")
+        raise WeightsError(f"{label}: file not found; {DOWNLOAD_HINT}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling failed"
         if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
             reason = "it holds objects that safe loading (weights_only=True) refuses; pcavs never loads them unsafely"
-        raise WeightsError(f"{path}: cannot be loaded: {reason}; {DOWNLOAD_HINT}") from None
+        raise WeightsError(f"{label}: cannot be loaded: {reason}; {DOWNLOAD_HINT}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise WeightsError(f"{path}: truncated or not a PyTorch checkpoint ({_first_line(exc)}); {DOWNLOAD_HINT}") from None
+        raise WeightsError(f"{label}: truncated or not a PyTorch checkpoint ({_first_line(exc)}); {DOWNLOAD_HINT}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{path}: not a state dict of tensors; {DOWNLOAD_HINT}")
+        raise WeightsError(f"{label}: not a state dict of tensors; {DOWNLOAD_HINT}")
     return state
 
 
@@ -100,7 +101,7 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:160] if text else type(exc).__name__
 
 
-def check_state_dict(net: str, module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def check_state_dict(net: str, module: nn.Module, state: dict[str, torch.Tensor], path: Path | str) -> None:
     """Strict key and shape check against the architecture plus the known unused tensors."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     expected.update(unused_shapes(net))
@@ -150,13 +151,16 @@ def _build(net: str, state: dict[str, torch.Tensor]) -> nn.Module:
     return module.eval().requires_grad_(False)
 
 
-def load_checkpoint_file(net: str, path: str | os.PathLike) -> nn.Module:
-    """Load one `latest_net_{net}.pth` strictly; the returned module holds only what inference reads."""
+def load_checkpoint_file(net: str, path: str | os.PathLike, label: str | None = None) -> nn.Module:
+    """Load one `latest_net_{net}.pth` strictly; the returned module holds only what inference reads.
+
+    Errors name `label` (default: the path).
+    """
     path = Path(path)
-    state = read_state_dict(path)
+    state = read_state_dict(path, label)
     with torch.device("meta"):
         skeleton = NETWORKS[net]()
-    check_state_dict(net, skeleton, state, path)
+    check_state_dict(net, skeleton, state, label or path)
     return _build(net, state)
 
 
