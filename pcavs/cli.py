@@ -97,18 +97,9 @@ def run_generate(args: argparse.Namespace) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     from .demo import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
-    from .errors import WeightsError
-    from .weights import find_checkpoints
+    from .download import ensure_weights
 
-    try:
-        find_checkpoints(args.checkpoints)
-    except WeightsError:
-        if args.checkpoints is not None:
-            raise
-        from .download import download_weights
-
-        print("pcavs: no weights yet; downloading the released checkpoint first")
-        args.checkpoints = str(download_weights())
+    args.checkpoints = str(ensure_weights(args.checkpoints))
     result = _pipeline(args)(DEMO_FACE, DEMO_AUDIO, DEMO_POSE, args.out, **_options(args))
     print(f"wrote {result.video} ({result.num_frames} frames at {result.fps} fps)")
     return 0

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from .errors import WeightsError
-from .weights import NETWORKS, checkpoint_filename, load_checkpoint_file
+from .weights import NETWORKS, checkpoint_filename, find_checkpoints, load_checkpoint_file
 
 DRIVE_ID = "1Zehr3JLIpzdg2S5zZrhIbpYPKF-4gKU_"
 DRIVE_LINK = f"https://drive.google.com/file/d/{DRIVE_ID}"
@@ -52,6 +52,17 @@ def download_weights(
             shutil.rmtree(dest)
         os.replace(staged, dest)
     return dest
+
+
+def ensure_weights(checkpoints: str | os.PathLike | None = None) -> Path:
+    """Where the weights are (see `find_checkpoints`); with none anywhere, download them to ./checkpoints/demo."""
+    try:
+        return find_checkpoints(checkpoints)
+    except WeightsError:
+        if checkpoints is not None:
+            raise
+    print("pcavs: no weights yet; downloading the released checkpoint (about 600 MB) first")
+    return download_weights()
 
 
 def _fetch(url: str | None, target: Path, progress: bool) -> Path:

@@ -21,14 +21,14 @@ from pcavs.demo import ASSETS, DEMO_AUDIO, DEMO_FACE, DEMO_POSE  # noqa: E402
 from pcavs.ffmpeg import ffmpeg_exe  # noqa: E402
 from pcavs.images import read_image  # noqa: E402
 
-TEXT = "Hello! This photo can talk now."
-POSE_SECONDS, POSE_FPS, POSE_SIZE = 2.4, 30, 320
+TEXT = "Hello! This photo can talk."
+POSE_SECONDS, POSE_FPS, POSE_SIZE = 2.4, 30, 448
 
 
 def make_speech() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "speech.wav"
-        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "165", "-w", str(raw), TEXT], check=True)
+        subprocess.run(["espeak-ng", "-v", "en-us", "-s", "175", "-w", str(raw), TEXT], check=True)
         subprocess.run([ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(raw), "-ar", "16000", "-ac", "1",
                         "-c:a", "pcm_s16le", str(DEMO_AUDIO)], check=True)
 
