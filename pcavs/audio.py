@@ -27,17 +27,16 @@ RESAMPLER = "soxr_hq"  # one resampler for every input path
 def load_audio(path: str | os.PathLike) -> np.ndarray:
     """Decode any audio (or the audio track of a video) to float32 mono at 16 kHz.
 
-    Channels are averaged; other rates are resampled with soxr (high quality). NaN and
-    infinite samples become silence.
+    Channels are averaged; other rates are resampled with soxr (high quality). NaN samples
+    become silence; audio shorter than one video frame (40 ms) is refused.
     """
     from .errors import InputError
     from .video import read_audio
 
     samples, rate = read_audio(path)
-    if samples.size == 0:
-        raise InputError(f"{path}: the audio is empty; give a speech recording of at least 40 ms.")
-    mono = samples.mean(axis=1) if samples.ndim == 2 else samples
-    mono = np.nan_to_num(mono.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
+    if len(samples) < rate // FPS:
+        raise InputError(f"{path}: the audio is too short ({1000 * len(samples) / rate:.0f} ms); give at least 40 ms of speech")
+    mono = np.nan_to_num(samples.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
     return resample(mono, rate)
 
 

@@ -4,7 +4,9 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -135,12 +137,31 @@ def check_inputs(
             raise InputError(f"out: {out}: the output must be an .mp4 (or .mov) file")
 
 
+class StageTimer:
+    """Cumulative wall-clock seconds per stage of the jobs run so far (read by benchmarks/bench.py)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
 class Pipeline:
     """PC-AVS with its networks loaded once; call it for each job."""
 
     def __init__(self, networks: Networks, device: torch.device, dtype: torch.dtype = torch.float32):
         self.device = device
         self.dtype = dtype
+        self.timer = StageTimer(device)
         self.networks = networks.to(device)
         for module in self.networks.modules():
             module.to(dtype)
@@ -179,14 +200,20 @@ class Pipeline:
         """Make the talking-face video. See `pcavs.generate` for the arguments."""
         check_inputs(face, audio, pose, mouth, out, mode, noise, pose_loop, batch_size)
         batch_size = batch_size or self.default_batch_size()
-        samples = audio_fe.normalize_rms(audio_fe.load_audio(audio if audio is not None else mouth))
-        identities = load_identities(face, aligned, detector, face_index)
+        with self.timer("audio"):
+            samples = audio_fe.normalize_rms(audio_fe.load_audio(audio if audio is not None else mouth))
+        with self.timer("detect+align photo"):
+            identities = load_identities(face, aligned, detector, face_index)
+        timer = self.timer
         count = audio_fe.num_frames(len(samples))
-        mel = audio_fe.mel_spectrogram(samples)
-
-        spatial, pooled, reference_pose = self._identity(identities)
-        pose_codes, pose_crops = self._pose_codes(pose, aligned, detector, count, batch_size, keep=mode == "grid")
-        mouth_codes = self._video_mouth_codes(mouth, aligned, detector, count, batch_size) if mouth is not None else None
+        with timer("audio"):
+            mel = audio_fe.mel_spectrogram(samples)
+        with timer("identity"):
+            spatial, pooled, reference_pose = self._identity(identities)
+        with timer("pose"):
+            pose_codes, pose_crops = self._pose_codes(pose, aligned, detector, count, batch_size, keep=mode == "grid")
+        with timer("mouth video"):
+            mouth_codes = self._video_mouth_codes(mouth, aligned, detector, count, batch_size) if mouth is not None else None
         composer = Composer(mode, identities[0])
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         keep_faces = return_frames or out is None
@@ -198,11 +225,12 @@ class Pipeline:
         with tqdm(total=count, unit="frame", disable=not progress, desc="pcavs") as bar, (writer or _Null()):
             for start in range(0, count, batch_size):
                 indices = np.arange(start, min(count, start + batch_size))
-                if mouth_codes is None:
-                    windows = torch.from_numpy(audio_fe.frame_windows(mel, indices)).to(self.device, self.dtype)
-                    mouth_code = self.networks.E.mouth_code_from_audio(self.networks.A_sync(windows))
-                else:
-                    mouth_code = mouth_codes[loop_index(indices, len(mouth_codes), "hold")]
+                with timer("A_sync"):
+                    if mouth_codes is None:
+                        windows = torch.from_numpy(audio_fe.frame_windows(mel, indices)).to(self.device, self.dtype)
+                        mouth_code = self.networks.E.mouth_code_from_audio(self.networks.A_sync(windows))
+                    else:
+                        mouth_code = mouth_codes[loop_index(indices, len(mouth_codes), "hold")]
                 if pose_codes is None:
                     pose_index, pose_code = None, reference_pose.expand(len(indices), -1)
                 else:
@@ -212,12 +240,15 @@ class Pipeline:
                 noise_maps = None if noise == "fixed" else self.networks.G.random_noise(len(indices), generator)
                 if noise_maps is not None:
                     noise_maps = [n.to(self.dtype) for n in noise_maps]
-                batch_faces = to_uint8(self.networks.G(spatial, style, noise_maps))
+                with timer("G"):
+                    batch_faces = self._generate(spatial, style, noise_maps)
                 for k, generated in enumerate(batch_faces):
                     pose_crop = pose_crops[pose_index[k]] if pose_crops is not None and pose_index is not None else None
-                    frame = composer(generated, pose_crop)
+                    with timer("compose"):
+                        frame = composer(generated, pose_crop)
                     if writer is not None:
-                        writer.write(frame)
+                        with timer("encode"):
+                            writer.write(frame)
                     if keep_faces:
                         faces.append(generated)
                         if return_frames:
@@ -229,6 +260,23 @@ class Pipeline:
             faces=np.stack(faces) if keep_faces else None,
             frames=np.stack(frames) if return_frames else None,
         )
+
+    def _generate(self, spatial: torch.Tensor, style: torch.Tensor, noise: list[torch.Tensor] | None) -> np.ndarray:
+        """G on a batch; out of GPU memory, the batch is split in halves (down to one frame) before giving up."""
+        try:
+            return to_uint8(self.networks.G(spatial, style, noise))
+        except torch.OutOfMemoryError:
+            if len(style) == 1:
+                raise InputError(
+                    f"{self.device}: out of memory even for one frame; close other GPU work, use dtype='float16', "
+                    "or device='cpu'"
+                ) from None
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(style) // 2
+            parts = [(style[:half], None if noise is None else [n[:half] for n in noise]),
+                     (style[half:], None if noise is None else [n[half:] for n in noise])]
+            return np.concatenate([self._generate(spatial, s, n) for s, n in parts])
 
     def _encode(self, crops: np.ndarray) -> torch.Tensor:
         return to_model_input(crops, self.device, self.dtype)

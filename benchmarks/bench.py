@@ -1,0 +1,149 @@
+"""Speed of pcavs on this machine: seconds per frame, a per-stage table, and useful GFLOP/s against
+the same run's measured convolution and matmul throughput.
+
+    python benchmarks/bench.py [--frames 48] [--batch-size 8] [--dtype float32|bfloat16|float16]
+                               [--device cpu|cuda] [--compile] [--full]
+
+The job: the conformance kit's aligned face and pose frames with weights synthesized by its
+rule (../shared/conformance), `crop` mode, audio cut to --frames frames. --full adds a run in
+`full` mode with a 1080p photo (the face placed into a 1920x1080 canvas, real detection and
+paste-back). Figures are printed, never asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import soundfile as sf
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+KIT = ROOT.parent / "shared" / "conformance"
+# Useful work per frame (GFLOP): generator, pose encoder (per distinct pose frame), audio encoder; identity once per job.
+GFLOP = {"G": 69.4, "E": 12.7, "A_sync": 0.94, "V": 8.6}
+
+
+def synthesize_weights(folder: Path) -> None:
+    spec = importlib.util.spec_from_file_location("make_weights", KIT / "make_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    manifest = module.load_manifest()
+    for net in ("G", "V", "E", "A_sync"):
+        torch.save(module.synth_state_dict(net, manifest), folder / f"latest_net_{net}.pth")
+
+
+def machine_throughput(device: torch.device, dtype: torch.dtype) -> tuple[float, float]:
+    """GFLOP/s of a 3x3 512->512 convolution (8x512x28x28) and a 2048^3 matmul, in this dtype."""
+    def rate(fn, flop):
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start, runs = time.perf_counter(), 0
+        while time.perf_counter() - start < 2.0:
+            fn()
+            runs += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return flop * runs / (time.perf_counter() - start) / 1e9
+
+    x = torch.randn(8, 512, 28, 28, device=device, dtype=dtype)
+    w = torch.randn(512, 512, 3, 3, device=device, dtype=dtype)
+    a = torch.randn(2048, 2048, device=device, dtype=dtype)
+    with torch.inference_mode():
+        conv = rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), 2 * 8 * 512 * 512 * 9 * 28 * 28)
+        matmul = rate(lambda: a @ a, 2 * 2048**3)
+    return conv, matmul
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_job(pipe, frames: int, folder: Path, mode: str, face, aligned: bool):
+    pose = sorted((KIT / "inputs" / "pose").glob("*.png"))
+    speech, rate = sf.read(KIT / "inputs" / "speech.wav", dtype="float32")
+    audio = folder / f"bench_{frames}.wav"
+    sf.write(audio, speech[: frames * 640], rate)
+    if not aligned:
+        pose = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in pose]
+    pipe.timer.seconds.clear()
+    start = time.perf_counter()
+    result = pipe(face=face, audio=audio, pose=pose if aligned else None, out=folder / f"bench_{mode}.mp4",
+                  mode=mode, aligned=aligned, progress=False, return_frames=False)
+    total = time.perf_counter() - start
+    return result, total, dict(pipe.timer.seconds)
+
+
+def report(title: str, frames: int, total: float, stages: dict, distinct_poses: int, conv: float, matmul: float) -> None:
+    useful = frames * (GFLOP["G"] + GFLOP["A_sync"]) + distinct_poses * GFLOP["E"] + GFLOP["V"] + GFLOP["E"]
+    print(f"\n## {title}: {frames} frames in {total:.2f} s = {total / frames:.3f} s/frame ({frames / total:.2f} frames/s)")
+    print(f"{'stage':<22}{'seconds':>9}{'s/frame':>10}{'share':>8}")
+    for stage, seconds in sorted(stages.items(), key=lambda kv: -kv[1]):
+        print(f"{stage:<22}{seconds:>9.2f}{seconds / frames:>10.4f}{seconds / total:>8.1%}")
+    other = total - sum(stages.values())
+    print(f"{'(other)':<22}{other:>9.2f}{other / frames:>10.4f}{other / total:>8.1%}")
+    rate = useful / total
+    print(f"useful work {useful:.0f} GFLOP -> {rate:.0f} GFLOP/s = {rate / conv:.0%} of conv, {rate / matmul:.0%} of matmul")
+    print(f"reference: 2.7 s/frame on a 2-core CPU -> {2.7 / (total / frames):.1f}x faster here")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the generator")
+    parser.add_argument("--full", action="store_true", help="also a full-mode job with a 1080p photo")
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    import pcavs
+
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, dtype {args.dtype}, "
+          f"batch {args.batch_size or 'default'}, compile {args.compile}")
+    conv, matmul = machine_throughput(device, dtype)
+    print(f"machine: conv3x3 {conv:.0f} GFLOP/s, matmul {matmul:.0f} GFLOP/s ({args.dtype})")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        synthesize_weights(folder)
+        pipe = pcavs.Pipeline.from_pretrained(folder, device=args.device, dtype=args.dtype)
+        if args.batch_size:
+            pipe.default_batch_size = lambda: args.batch_size
+        if args.compile:
+            pipe.networks.G = torch.compile(pipe.networks.G)
+        identity = KIT / "inputs" / "identity" / "000000.png"
+        run_job(pipe, 8, folder, "crop", identity, True)  # warm-up (and compilation)
+        result, total, stages = run_job(pipe, args.frames, folder, "crop", identity, True)
+        report("crop mode, aligned inputs", result.num_frames, total, stages, min(12, result.num_frames), conv, matmul)
+        if args.dtype != "float32":
+            reference = pcavs.Pipeline.from_pretrained(folder, device=args.device)
+            face = str(identity)
+            ours = pipe(face=face, audio=KIT / "inputs" / "speech_short.wav", out=None, aligned=True, progress=False).faces
+            base = reference(face=face, audio=KIT / "inputs" / "speech_short.wav", out=None, aligned=True, progress=False).faces
+            diff = np.abs(ours.astype(int) - base.astype(int))
+            print(f"{args.dtype} vs float32 output: max {diff.max()} levels, mean {diff.mean():.2f} levels per pixel")
+        if args.full:
+            photo = np.full((1080, 1920, 3), 120, np.uint8)
+            face = cv2.cvtColor(cv2.imread(str(identity)), cv2.COLOR_BGR2RGB)
+            matrix = cv2.getRotationMatrix2D((112, 112), 4, 2.2)
+            matrix[:, 2] += (700, 200)
+            photo = np.where(cv2.warpAffine(np.ones((224, 224), np.uint8), matrix, (1920, 1080))[:, :, None] > 0,
+                             cv2.warpAffine(face, matrix, (1920, 1080)), photo)
+            result, total, stages = run_job(pipe, args.frames, folder, "full", photo, False)
+            report("full mode, 1080p photo, photo's own pose", result.num_frames, total, stages, 0, conv, matmul)
+    print(f"\npeak resident memory: {peak_rss_mb():.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
