@@ -143,3 +143,20 @@ def test_demo_command(tmp_path):
     assert done.returncode == 0, done.stderr
     info = probe(tmp_path / "demo.mp4")
     assert info.has_audio and (info.width, info.height) == (224, 224)
+
+
+def test_video_driven_mouth_takes_the_videos_sound(tmp_path, pipeline):
+    from media import write_video
+
+    crops = [read_image(p) for p in sorted((INPUTS / "pose").glob("*.png"))[:6]]
+    silent = write_video(tmp_path / "silent.mp4", crops, 25)
+    speech = tmp_path / "speech.wav"
+    data, rate = sf.read(INPUTS / "speech_short.wav", dtype="float32")
+    sf.write(speech, data[: 5 * 640], rate)
+    talking = tmp_path / "talking.mp4"
+    ffmpeg("-i", str(silent), "-i", str(speech), "-c:v", "copy", "-c:a", "aac", str(talking))
+    face = str(INPUTS / "identity" / "000000.png")
+    by_video = pipeline(face=face, mouth=talking, out=None, progress=False)
+    by_audio = pipeline(face=face, audio=talking, out=None, progress=False)
+    assert by_video.faces.shape == by_audio.faces.shape == (5, 224, 224, 3)
+    assert np.abs(by_video.faces.astype(int) - by_audio.faces.astype(int)).mean() > 1
