@@ -221,3 +221,16 @@ def test_video_without_audio_and_corrupt_audio(tmp_path):
     with pytest.raises(InputError) as exc:
         audio.load_audio(broken)
     assert "broken.mp3" in str(exc.value)
+
+
+@pytest.mark.parametrize("name, package", [("mediapipe", "mediapipe"), ("face_alignment", "face_alignment")])
+def test_optional_backends_say_how_to_install(name, package, monkeypatch):
+    import importlib.util
+
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    get_detector.cache_clear()
+    with pytest.raises(InputError, match=r"pip install pcavs\["):
+        get_detector(name)
+    with pytest.raises(InputError, match="not one of"):
+        get_detector("dlib")

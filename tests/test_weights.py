@@ -113,3 +113,14 @@ def test_slim_safetensors_round_trip(tmp_path, pipeline, synth_weights):
     truncated.write_bytes(slim.read_bytes()[:1000])
     with pytest.raises(WeightsError, match="bad.safetensors"):
         weights.load_networks(truncated)
+
+
+def test_cli_convert_to_float16_slim_file(tmp_path, synth_weights):
+    from pcavs import Pipeline
+    from pcavs.cli import main
+
+    out = tmp_path / "pcavs_fp16.safetensors"
+    assert main(["convert", "--checkpoints", str(synth_weights), "--out", str(out), "--dtype", "float16"]) == 0
+    pipe = Pipeline.from_pretrained(out, device="cpu")
+    assert pipe.networks.G.conv1.conv.weight.dtype == torch.float32
+    assert out.stat().st_size < 0.3 * sum(p.stat().st_size for p in synth_weights.iterdir())
