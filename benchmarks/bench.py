@@ -117,11 +117,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         synthesize_weights(folder)
-        pipe = pcavs.Pipeline.from_pretrained(folder, device=args.device, dtype=args.dtype)
+        pipe = pcavs.Pipeline.from_pretrained(folder, device=args.device, dtype=args.dtype, compile=args.compile)
         if args.batch_size:
             pipe.default_batch_size = lambda: args.batch_size
-        if args.compile:
-            pipe.networks.G = torch.compile(pipe.networks.G)
         identity = KIT / "inputs" / "identity" / "000000.png"
         run_job(pipe, 8, folder, "crop", identity, True)  # warm-up (and compilation)
         result, total, stages = run_job(pipe, args.frames, folder, "crop", identity, True)

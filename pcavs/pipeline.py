@@ -158,21 +158,31 @@ class StageTimer:
 class Pipeline:
     """PC-AVS with its networks loaded once; call it for each job."""
 
-    def __init__(self, networks: Networks, device: torch.device, dtype: torch.dtype = torch.float32):
+    def __init__(self, networks: Networks, device: torch.device, dtype: torch.dtype = torch.float32, compile: bool = False):
         self.device = device
         self.dtype = dtype
         self.timer = StageTimer(device)
         self.networks = networks.to(device)
         for module in self.networks.modules():
             module.to(dtype)
+        self.compiled = compile
+        if compile:  # about a minute once, then ~1.6x faster generation on a CPU: worth it for long jobs
+            self.networks.G = torch.compile(self.networks.G)
 
     @classmethod
     def from_pretrained(
-        cls, checkpoints: str | os.PathLike | None = None, device: str = "auto", dtype: str | torch.dtype | None = None
+        cls,
+        checkpoints: str | os.PathLike | None = None,
+        device: str = "auto",
+        dtype: str | torch.dtype | None = None,
+        compile: bool = False,
     ) -> "Pipeline":
-        """Load the networks from a checkpoint folder (or slim .safetensors file); see `find_checkpoints`."""
+        """Load the networks from a checkpoint folder (or slim .safetensors file); see `find_checkpoints`.
+
+        compile=True runs the generator through torch.compile (a one-off cost of about a minute).
+        """
         resolved = resolve_device(device)
-        return cls(load_networks(checkpoints), resolved, resolve_dtype(dtype, resolved))
+        return cls(load_networks(checkpoints), resolved, resolve_dtype(dtype, resolved), compile)
 
     def default_batch_size(self) -> int:
         return 32 if self.device.type != "cpu" else 8
@@ -241,7 +251,7 @@ class Pipeline:
                 if noise_maps is not None:
                     noise_maps = [n.to(self.dtype) for n in noise_maps]
                 with timer("G"):
-                    batch_faces = self._generate(spatial, style, noise_maps)
+                    batch_faces = self._generate(spatial, *self._padded(style, noise_maps, batch_size))[: len(indices)]
                 for k, generated in enumerate(batch_faces):
                     pose_crop = pose_crops[pose_index[k]] if pose_crops is not None and pose_index is not None else None
                     with timer("compose"):
@@ -260,6 +270,14 @@ class Pipeline:
             faces=np.stack(faces) if keep_faces else None,
             frames=np.stack(frames) if return_frames else None,
         )
+
+    def _padded(self, style: torch.Tensor, noise: list[torch.Tensor] | None, size: int):
+        """A compiled generator keeps one batch shape: the last, short batch is padded by repeating its last frame."""
+        missing = size - len(style)
+        if not self.compiled or missing <= 0:
+            return style, noise
+        pad = lambda t: torch.cat([t, t[-1:].expand(missing, *t.shape[1:])])  # noqa: E731
+        return pad(style), None if noise is None else [pad(n) for n in noise]
 
     def _generate(self, spatial: torch.Tensor, style: torch.Tensor, noise: list[torch.Tensor] | None) -> np.ndarray:
         """G on a batch; out of GPU memory, the batch is split in halves (down to one frame) before giving up."""
