@@ -1,134 +1,336 @@
-"""Weights download: a loopback server, hand-downloaded zips, and every broken archive leaving nothing behind."""
+"""Installing the weights: a loopback HTTP server, hand-downloaded zips, a stand-in for gdown, and
+every broken archive or failed download leaving nothing behind. Never touches the network."""
 from __future__ import annotations
 
+import hashlib
 import http.server
+import os
+import shutil
 import socket
 import threading
+import time
 import zipfile
-from collections import OrderedDict
+from pathlib import Path
 
 import pytest
 import torch
 
 from pcavs import download
 from pcavs.cli import main
-from pcavs.errors import WeightsError
+from pcavs.errors import InputError, WeightsError
 from pcavs.weights import load_networks
 
 NETS = ("G", "V", "E", "A_sync")
+INSTALLED = sorted(f"latest_net_{n}.pth" for n in NETS)
+BY_HAND = "pcavs download --from-zip demo.zip"
+SERVER_LIFETIME_S = 300  # the test server stops by itself after this, whatever happens
+
+
+def write_zip(path: Path, entries: dict[str, Path | bytes], method: int = zipfile.ZIP_STORED) -> Path:
+    with zipfile.ZipFile(path, "w", method) as zf:
+        for arcname, source in entries.items():
+            if isinstance(source, bytes):
+                zf.writestr(arcname, source)
+            else:
+                zf.write(source, arcname)
+    return path
 
 
 @pytest.fixture(scope="module")
-def zips(tmp_path_factory, synth_weights, make_weights):
+def zips(tmp_path_factory, synth_weights, make_weights) -> dict[str, Path]:
+    """Good and broken demo.zip variants, built once for the module (ZIP_STORED: fast to write and read)."""
     folder = tmp_path_factory.mktemp("zips")
+    real = {n: synth_weights / f"latest_net_{n}.pth" for n in NETS}
+    dummy = {f"demo/latest_net_{n}.pth": b"x" for n in NETS}
+    made = {}
+    made["good"] = write_zip(folder / "demo.zip", {**{f"demo/latest_net_{n}.pth": p for n, p in real.items()},
+                                                   "demo/latest_net_D.pth": b"discriminator: not used"})
+    made["root"] = write_zip(folder / "root.zip", {f"latest_net_{n}.pth": p for n, p in real.items()})
 
-    def build(name: str, entries: dict[str, object]) -> object:
-        path = folder / name
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
-            for arcname, source in entries.items():
-                if isinstance(source, bytes):
-                    zf.writestr(arcname, source)
-                else:
-                    zf.write(source, arcname)
-        return path
-
-    good = {f"demo/latest_net_{n}.pth": synth_weights / f"latest_net_{n}.pth" for n in NETS}
-    state = OrderedDict(make_weights.synth_state_dict("A_sync"))
-    state["model.renamed.weight"] = state.pop("model.fc.weight")
-    wrong = folder / "latest_net_A_sync.pth"
-    torch.save(state, wrong)
-    data = build("demo.zip", {**good, "demo/latest_net_D.pth": b"unused by inference"})
-    return {
-        "good": data,
-        "truncated": build("truncated.zip", {"x": b""}).write_bytes(data.read_bytes()[: 50_000_000]) and folder / "truncated.zip",
-        "evil": build("evil.zip", {**good, "../evil.pth": b"x"}),
-        "wrong_key": build("wrong.zip", {**good, "demo/latest_net_A_sync.pth": wrong}),
-    }
+    state = make_weights.synth_state_dict("A_sync")
+    state["fc.renamed"] = state.pop("fc.weight")
+    torch.save(state, folder / "wrong_A_sync.pth")
+    made["wrong_key"] = write_zip(folder / "wrong_key.zip", {**{f"demo/latest_net_{n}.pth": p for n, p in real.items()},
+                                                             "demo/latest_net_A_sync.pth": folder / "wrong_A_sync.pth"})
+    made["truncated"] = folder / "truncated.zip"
+    with open(made["good"], "rb") as src:
+        made["truncated"].write_bytes(src.read(5 << 20))
+    made["evil"] = write_zip(folder / "evil.zip", {**dummy, "../evil.pth": b"x"})
+    made["missing"] = write_zip(folder / "missing.zip", {"demo/latest_net_G.pth": b"x"})
+    made["twice"] = write_zip(folder / "twice.zip", {**dummy, "old/latest_net_G.pth": b"x"})
+    made["bomb"] = write_zip(folder / "bomb.zip", {**dummy, "demo/latest_net_G.pth": bytes(64 << 20)}, zipfile.ZIP_DEFLATED)
+    link = zipfile.ZipInfo("demo/latest_net_G.pth")
+    link.create_system, link.external_attr = 3, 0o120777 << 16
+    with zipfile.ZipFile(folder / "link.zip", "w") as zf:
+        for name, data in dummy.items():
+            if name != link.filename:
+                zf.writestr(name, data)
+        zf.writestr(link, "/etc/passwd")
+    made["link"] = folder / "link.zip"
+    return made
 
 
 @pytest.fixture(scope="module")
 def server(zips):
-    hits = []
+    """Serves the zips on 127.0.0.1; `short.zip` promises more bytes than it sends. Yields (base URL, requested paths)."""
+    hits: list[str] = []
+    files = {p.name: p for p in zips.values()}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             hits.append(self.path)
             name = self.path.lstrip("/")
-            if name not in {p.name for p in zips.values()}:
+            if name == "short.zip":
+                self.send_response(200)
+                self.send_header("Content-Length", str(2 << 20))
+                self.end_headers()
+                self.wfile.write(bytes(1 << 20))
+                return
+            if name not in files:
                 self.send_error(404)
                 return
-            body = (zips["good"].parent / name).read_bytes()
             self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(files[name].stat().st_size))
             self.end_headers()
-            self.wfile.write(body)
+            with open(files[name], "rb") as body:
+                shutil.copyfileobj(body, self.wfile, 1 << 20)
 
         def log_message(self, *args):
             pass
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    class Server(http.server.ThreadingHTTPServer):
+        daemon_threads = True
+
+        def handle_error(self, request, client_address):
+            pass  # a client that hangs up early is expected here
+
+    httpd = Server(("127.0.0.1", 0), Handler)
+    httpd.timeout = 0.2
+    stop = threading.Event()
+    deadline = time.monotonic() + SERVER_LIFETIME_S
+
+    def serve():
+        while not stop.is_set() and time.monotonic() < deadline:
+            httpd.handle_request()
+
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
-    httpd.shutdown()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        httpd.server_close()
 
 
-def leftovers(parent):
-    return sorted(p.name for p in parent.iterdir())
-
-
-def test_cli_download_from_url_then_nothing_to_do(tmp_path, server, capsys):
-    base, hits = server
-    dest = tmp_path / "ckpt" / "demo"
-    assert main(["download", "--dest", str(dest), "--url", f"{base}/demo.zip"]) == 0
-    assert sorted(p.name for p in dest.iterdir()) == [f"latest_net_{n}.pth" for n in sorted(NETS)]
-    load_networks(dest)
-    count = len(hits)
-    assert download.download_weights(dest, url=f"{base}/demo.zip") == dest
-    assert len(hits) == count  # found, not fetched again
-    assert leftovers(dest.parent) == ["demo"]
-
-
-def test_from_zip(tmp_path, zips):
-    dest = tmp_path / "demo"
-    assert main(["download", "--dest", str(dest), "--from-zip", str(zips["good"])]) == 0
-    assert (dest / "latest_net_G.pth").is_file() and not (dest / "latest_net_D.pth").exists()
-
-
-@pytest.mark.parametrize("case, message", [("truncated", "truncated or not a zip"), ("evil", "unsafe path"),
-                                           ("wrong_key", r"wrong.zip \(latest_net_A_sync.pth\): missing key 'model.fc.weight'")])
-def test_broken_archives_leave_nothing(tmp_path, server, zips, case, message):
-    base, _ = server
-    dest = tmp_path / "demo"
-    with pytest.raises(WeightsError, match=message):
-        download.download_weights(dest, url=f"{base}/{zips[case].name}")
-    assert leftovers(tmp_path) == []
-
-
-def test_http_errors_and_unreachable(tmp_path, server, capsys):
-    base, _ = server
-    with pytest.raises(WeightsError, match="404") as exc:
-        download.download_weights(tmp_path / "demo", url=f"{base}/missing.zip")
-    assert "--from-zip" in str(exc.value) and download.DRIVE_LINK in str(exc.value)
+def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        closed = sock.getsockname()[1]
-    assert main(["download", "--dest", str(tmp_path / "demo"), "--url", f"http://127.0.0.1:{closed}/demo.zip"]) == 2
-    assert "downloading the weights failed" in capsys.readouterr().err
+        return sock.getsockname()[1]
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def one_line(exc: pytest.ExceptionInfo) -> str:
+    text = str(exc.value)
+    assert "\n" not in text and text
+    return text
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_url_installs_then_second_call_does_nothing(tmp_path, server, synth_weights, monkeypatch):
+    base, hits = server
+    monkeypatch.setitem(download.KNOWN_SHA256, "latest_net_A_sync.pth", sha256(synth_weights / "latest_net_A_sync.pth"))
+    dest = tmp_path / "ckpt" / "demo"
+    assert download.download_weights(dest, url=f"{base}/demo.zip", progress=False) == dest
+    assert leftovers(dest) == INSTALLED  # latest_net_D.pth is skipped
+    assert leftovers(dest.parent) == ["demo"]  # no temporary files
+    load_networks(dest)
+    count = len(hits)
+    start = time.perf_counter()
+    assert download.download_weights(dest, url=f"{base}/demo.zip") == dest
+    assert len(hits) == count and time.perf_counter() - start < 1  # found, not fetched again
+
+
+def test_cli_from_zip_into_default_dest(tmp_path, zips, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["download", "--from-zip", str(zips["root"])]) == 0  # the files at the zip root
+    assert "checkpoints/demo" in capsys.readouterr().out.replace(os.sep, "/")
+    assert leftovers(tmp_path / "checkpoints" / "demo") == INSTALLED
+    assert leftovers(tmp_path / "checkpoints") == ["demo"]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("truncated", r"truncated\.zip: truncated or not a zip file"),
+    ("evil", r"refusing the zip: it holds the unsafe path '\.\./evil\.pth'"),
+    ("link", r"refusing the zip: it holds the link 'demo/latest_net_G\.pth'"),
+    ("bomb", r"latest_net_G\.pth would unpack to 64 MiB from 0 MiB; refusing what looks like a zip bomb"),
+    ("missing", r"latest_net_A_sync\.pth is not in the zip"),
+    ("twice", r"holds latest_net_G\.pth more than once"),
+    ("wrong_key", r"wrong_key\.zip \(latest_net_A_sync\.pth\): missing key 'fc\.weight'"),
+])
+def test_broken_archive_leaves_nothing(tmp_path, server, zips, case, message):
+    base, _ = server
+    dest = tmp_path / "new" / "demo"
+    with pytest.raises(WeightsError, match=message) as exc:
+        download.download_weights(dest, url=f"{base}/{zips[case].name}", progress=False)
+    one_line(exc)
+    assert leftovers(tmp_path) == []  # not even the parent folder it created
+
+
+@pytest.mark.parametrize("where, reason", [
+    ("absent.zip", "HTTP 404 Not Found"),
+    ("short.zip", "the connection closed after 1048576 of 2097152 bytes"),
+    ("unreachable", "refused"),
+])
+def test_failed_download_names_the_manual_route(tmp_path, server, where, reason):
+    base, _ = server
+    url = f"http://127.0.0.1:{closed_port()}/demo.zip" if where == "unreachable" else f"{base}/{where}"
+    with pytest.raises(WeightsError, match="downloading the weights from .* failed") as exc:
+        download.download_weights(tmp_path / "demo", url=url)  # with the progress bar
+    text = one_line(exc)
+    assert reason in text and download.DRIVE_LINK in text and BY_HAND in text
     assert leftovers(tmp_path) == []
 
 
-def test_google_drive_route_uses_gdown(tmp_path, monkeypatch, zips):
+def test_silent_server_times_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "TIMEOUT_S", 0.5)
+    with socket.socket() as silent:  # accepts connections (the kernel does) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        start = time.perf_counter()
+        with pytest.raises(WeightsError, match=r"failed \(timed out\)") as exc:
+            download.download_weights(tmp_path / "demo", url=f"http://127.0.0.1:{silent.getsockname()[1]}/demo.zip")
+    assert time.perf_counter() - start < 5 and BY_HAND in one_line(exc)
+    assert leftovers(tmp_path) == []
+
+
+def test_cli_reports_a_failed_download_in_one_line(tmp_path, capsys):
+    assert main(["download", "--dest", str(tmp_path / "demo"), "--url", f"http://127.0.0.1:{closed_port()}/demo.zip"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pcavs: downloading the weights") and err.count("\n") == 1 and BY_HAND in err
+    assert leftovers(tmp_path) == []
+
+
+def test_incomplete_install_is_swapped_out_and_restored_on_interrupt(tmp_path, zips, monkeypatch):
+    dest = tmp_path / "demo"
+    dest.mkdir()
+    (dest / "latest_net_G.pth").write_bytes(b"half a file")
+    real_replace = os.replace
+
+    def interrupted(src, dst):
+        if Path(src).name == "staged":
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(download.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        download.download_weights(dest, zip_path=zips["good"], progress=False)
+    assert leftovers(tmp_path) == ["demo"] and leftovers(dest) == ["latest_net_G.pth"]
+    assert (dest / "latest_net_G.pth").read_bytes() == b"half a file"
+
+    monkeypatch.setattr(download.os, "replace", real_replace)
+    download.download_weights(dest, zip_path=zips["good"], progress=False)
+    assert leftovers(tmp_path) == ["demo"] and leftovers(dest) == INSTALLED
+    assert (dest / "latest_net_G.pth").stat().st_size > 1000
+
+
+def test_interrupt_while_verifying_leaves_nothing(tmp_path, zips, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "load_checkpoint_file", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        download.download_weights(tmp_path / "a" / "b" / "demo", zip_path=zips["good"], progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_known_sha256_mismatch_and_size_cap(tmp_path, zips, monkeypatch):
+    monkeypatch.setitem(download.KNOWN_SHA256, "latest_net_A_sync.pth", "0" * 64)
+    with pytest.raises(WeightsError, match=r"\(latest_net_A_sync\.pth\): SHA-256 .* is not the released file's"):
+        download.download_weights(tmp_path / "demo", zip_path=zips["good"], progress=False)
+    monkeypatch.setattr(download, "MAX_TOTAL_BYTES", 400 << 20)
+    with pytest.raises(WeightsError, match=r"would unpack to \d+ MiB \(limit 400 MiB\)"):
+        download.download_weights(tmp_path / "demo", zip_path=zips["good"], progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_refuses_a_dest_with_other_files_before_downloading(tmp_path, server):
+    base, hits = server
+    dest = tmp_path / "mine"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("keep me")
+    count = len(hits)
+    with pytest.raises(WeightsError, match=r"mine: holds files other than the weights \(notes\.txt\)"):
+        download.download_weights(dest, url=f"{base}/demo.zip")
+    assert len(hits) == count and leftovers(dest) == ["notes.txt"] and leftovers(tmp_path) == ["mine"]
+
+
+def test_bad_arguments(tmp_path, zips):
+    with pytest.raises(InputError, match="not both"):
+        download.download_weights(tmp_path / "demo", url="http://127.0.0.1:1/demo.zip", zip_path=zips["good"])
+    with pytest.raises(InputError, match="not an http:// or https:// address"):
+        download.download_weights(tmp_path / "demo", url=f"file://{zips['good']}")
+    with pytest.raises(WeightsError, match=r"nowhere\.zip: no such file; download https://drive\.google\.com/file/d/"):
+        download.download_weights(tmp_path / "demo", zip_path=tmp_path / "nowhere.zip")
+    assert leftovers(tmp_path) == []
+
+
+def test_google_drive_route_calls_gdown_with_the_id(tmp_path, monkeypatch, zips):
     import gdown
 
-    asked = {}
+    calls = []
 
-    def fake_download(id=None, output=None, quiet=False, **kwargs):
-        asked["id"] = id
-        with open(output, "wb") as out:
-            out.write(zips["good"].read_bytes())
-        return output
+    def fake_download(**kwargs):
+        calls.append(kwargs)
+        Path(kwargs["output"]).write_bytes(zips["good"].read_bytes())
+        return kwargs["output"]
 
     monkeypatch.setattr(gdown, "download", fake_download)
     dest = download.download_weights(tmp_path / "demo", progress=False)
-    assert asked["id"] == "1Zehr3JLIpzdg2S5zZrhIbpYPKF-4gKU_" and (dest / "latest_net_E.pth").is_file()
+    assert len(calls) == 1 and calls[0]["id"] == "1Zehr3JLIpzdg2S5zZrhIbpYPKF-4gKU_" and "url" not in calls[0]
+    assert calls[0]["quiet"] is True  # progress=False
+    assert Path(calls[0]["output"]).parent.parent == tmp_path  # downloaded beside the destination
+    assert leftovers(dest) == INSTALLED and leftovers(tmp_path) == ["demo"]
+
+
+@pytest.mark.parametrize("behaviour, message", [
+    ("raises", "FileURLRetrievalError: Too many users have viewed or downloaded this file recently"),
+    ("html", "Google Drive sent a web page instead of demo.zip"),
+    ("nothing", "Google Drive sent no file"),
+])
+def test_google_drive_failures(tmp_path, monkeypatch, behaviour, message):
+    import gdown
+    from gdown.exceptions import FileURLRetrievalError
+
+    def fake_download(**kwargs):
+        if behaviour == "raises":
+            raise FileURLRetrievalError("Too many users have viewed or downloaded this file recently.\n\nYou may still...")
+        if behaviour == "html":
+            Path(kwargs["output"]).write_text("<html>Google Drive - Quota exceeded</html>")
+            return kwargs["output"]
+        return None
+
+    monkeypatch.setattr(gdown, "download", fake_download)
+    with pytest.raises(WeightsError, match=message) as exc:
+        download.download_weights(tmp_path / "demo", progress=False)
+    text = one_line(exc)
+    assert download.DRIVE_LINK in text and BY_HAND in text
+    assert leftovers(tmp_path) == []
+
+
+def test_truncated_file_in_dest_is_not_complete(tmp_path, synth_weights):
+    dest = tmp_path / "demo"
+    dest.mkdir()
+    for name in INSTALLED:
+        os.link(synth_weights / name, dest / name)  # hard links: no copying, and the originals stay intact below
+    assert download.weights_complete(dest)
+    data = (dest / "latest_net_E.pth").read_bytes()
+    (dest / "latest_net_E.pth").unlink()
+    (dest / "latest_net_E.pth").write_bytes(data[: len(data) // 2])
+    assert not download.weights_complete(dest)
