@@ -96,9 +96,3 @@ def _last_line(report: str) -> str:
     lines = [line.strip() for line in report.strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else "ffmpeg gave no reason"
 
-
-def run_ffmpeg(args: list[str], what: str) -> None:
-    """Run ffmpeg with an argument list; a failure raises InputError naming `what`."""
-    done = subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args], capture_output=True, text=True, errors="replace")
-    if done.returncode != 0:
-        raise InputError(f"{what}: ffmpeg failed ({_last_line(done.stderr)})")
