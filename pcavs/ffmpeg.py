@@ -58,7 +58,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     video = re.search(r"Stream #\S+.*?: Video: (\w+).*", report)
     audio = re.search(r"Stream #\S+.*?: Audio: (\w+).*", report)
     if video is None and audio is None:
-        raise InputError(f"{path}: not a readable audio, video or image file ({_last_line(report)})")
+        raise InputError(f"{path}: not a readable audio, video or image file ({last_line(report)})")
     duration = re.search(r"Duration: (\d+):(\d+):(\d+(?:\.\d+)?)", report)
     seconds = None
     if duration:
@@ -92,7 +92,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
     return MediaInfo(**info)
 
 
-def _last_line(report: str) -> str:
+def last_line(report: str) -> str:
     lines = [line.strip() for line in report.strip().splitlines() if line.strip()]
     return lines[-1][:200] if lines else "ffmpeg gave no reason"
 

@@ -15,7 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from .errors import InputError, PcavsError
-from .ffmpeg import _last_line, ffmpeg_exe, probe
+from .ffmpeg import last_line, ffmpeg_exe, probe
 
 FPS = 25
 _CHUNK = 1 << 20
@@ -53,7 +53,7 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
         message = errors.read().decode(errors="replace")
     samples = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if status != 0 and samples.size == 0:
-        raise InputError(f"{path}: the audio cannot be decoded ({_last_line(message)}); is the file complete?")
+        raise InputError(f"{path}: the audio cannot be decoded ({last_line(message)}); is the file complete?")
     return samples.astype(np.float32, copy=False), rate
 
 
@@ -82,7 +82,7 @@ def iter_frames(path: str | os.PathLike, fps: float = FPS) -> Iterator[np.ndarra
         errors.seek(0)
         message = errors.read().decode(errors="replace")
     if count == 0:
-        raise InputError(f"{path}: no video frames could be decoded ({_last_line(message) if status else 'empty video'})")
+        raise InputError(f"{path}: no video frames could be decoded ({last_line(message) if status else 'empty video'})")
 
 
 class VideoWriter:
@@ -136,7 +136,7 @@ class VideoWriter:
         self.proc.kill()
         self.proc.wait()
         self.errors.seek(0)
-        return _last_line(self.errors.read().decode(errors="replace"))
+        return last_line(self.errors.read().decode(errors="replace"))
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
