@@ -21,38 +21,36 @@ MEL_PER_FRAME = SAMPLE_RATE // FPS // HOP  # 4 mel rows per video frame
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 WINDOW_ROWS = 20  # mel rows seen by the audio encoder for one video frame
 WINDOW_OFFSET = 2  # frame f reads rows [(f - 2) * 4, (f - 2) * 4 + 20)
-RESAMPLER = "soxr_hq"  # one resampler for every input path
+STFT_BLOCK = 4096  # spectrogram rows computed at a time: memory stays flat for hours of audio
 
 
 def load_audio(path: str | os.PathLike) -> np.ndarray:
     """Decode any audio (or the audio track of a video) to float32 mono at 16 kHz.
 
-    Channels are averaged; other rates are resampled with soxr (high quality). NaN samples
-    become silence; audio shorter than one video frame (40 ms) is refused.
+    ffmpeg averages the channels and resamples with soxr (the same filter as librosa's
+    soxr_hq) while streaming, so an hour of audio takes 230 MB. NaN samples become
+    silence; audio shorter than one video frame (40 ms) is refused.
     """
     from .errors import InputError
     from .video import read_audio
 
-    samples, rate = read_audio(path)
-    if len(samples) < rate // FPS:
-        raise InputError(f"{path}: the audio is too short ({1000 * len(samples) / rate:.0f} ms); give at least 40 ms of speech")
-    mono = np.nan_to_num(samples.astype(np.float32), nan=0.0, posinf=1.0, neginf=-1.0)
-    return resample(mono, rate)
-
-
-def resample(samples: np.ndarray, rate: int) -> np.ndarray:
-    """Resample float32 mono samples from `rate` to 16 kHz."""
-    if rate == SAMPLE_RATE:
-        return np.ascontiguousarray(samples, dtype=np.float32)
-    import librosa
-
-    return librosa.resample(samples, orig_sr=rate, target_sr=SAMPLE_RATE, res_type=RESAMPLER).astype(np.float32)
+    samples, _ = read_audio(path, sample_rate=SAMPLE_RATE, mono=True)
+    samples = samples[:, 0]
+    if len(samples) < SAMPLES_PER_FRAME:
+        raise InputError(f"{path}: the audio is too short ({1000 * len(samples) / SAMPLE_RATE:.0f} ms); give at least 40 ms of speech")
+    if not np.isfinite(samples).all():
+        samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)
+    return samples
 
 
 def normalize_rms(samples: np.ndarray) -> np.ndarray:
     """Scale so the RMS is 0.1 (the RMS is floored at 1e-4, so silence stays silent)."""
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if samples.size else 0.0
-    return (samples * (TARGET_RMS / max(rms, MIN_RMS))).astype(np.float32)
+    energy = 0.0
+    for start in range(0, samples.size, 1 << 20):  # float64 sums a block at a time: no float64 copy of hours of audio
+        block = samples[start : start + (1 << 20)].astype(np.float64)
+        energy += float(np.dot(block, block))
+    rms = np.sqrt(energy / samples.size) if samples.size else 0.0
+    return np.multiply(samples, np.float32(TARGET_RMS / max(rms, MIN_RMS)), dtype=np.float32)
 
 
 def num_frames(num_samples: int) -> int:
@@ -78,21 +76,35 @@ def _mel_basis() -> np.ndarray:
     return librosa.filters.mel(sr=SAMPLE_RATE, n_fft=N_FFT, n_mels=N_MELS, fmin=FMIN, fmax=FMAX)
 
 
-def stft_magnitude(samples: np.ndarray) -> np.ndarray:
-    """|STFT| as lws computes it: (frames, N_FFT // 2 + 1), float64."""
+def stft_magnitude(samples: np.ndarray, rows: slice | None = None) -> np.ndarray:
+    """|STFT| as lws computes it: (frames, N_FFT // 2 + 1), float64; `rows` picks a range of frames."""
     front = N_FFT - HOP
-    rows = -(-(front + len(samples)) // HOP)
-    padded = np.zeros((rows - 1) * HOP + N_FFT, dtype=np.float64)
-    padded[front : front + len(samples)] = samples
-    frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP]
+    total = -(-(front + len(samples)) // HOP)
+    first, stop, _ = (rows or slice(None)).indices(total)
+    # frame r covers padded[r * HOP : r * HOP + N_FFT], where padded = front zeros + samples + zeros
+    start = first * HOP - front
+    length = (stop - first - 1) * HOP + N_FFT if stop > first else 0
+    segment = np.zeros(max(length, 0), dtype=np.float64)
+    lo, hi = max(start, 0), min(start + length, len(samples))
+    if hi > lo:
+        segment[lo - start : hi - start] = samples[lo:hi]
+    frames = np.lib.stride_tricks.sliding_window_view(segment, N_FFT)[::HOP] if length else np.zeros((0, N_FFT))
     return np.abs(np.fft.rfft(frames * _analysis_window(), axis=1))
 
 
 def mel_spectrogram(samples: np.ndarray) -> np.ndarray:
-    """Normalized mel spectrogram of RMS-normalized 16 kHz samples: (rows, 80) float32 in [0, 1]."""
-    mel = stft_magnitude(samples) @ _mel_basis().T
-    db = 20.0 * np.log10(np.maximum(1e-5, mel)) - 20.0
-    return np.clip((db + 100.0) / 100.0, 0.0, 1.0).astype(np.float32)
+    """Normalized mel spectrogram of RMS-normalized 16 kHz samples: (rows, 80) float32 in [0, 1].
+
+    Computed STFT_BLOCK rows at a time, so long audio needs no more than its own size in memory.
+    """
+    total = -(-(N_FFT - HOP + len(samples)) // HOP)
+    mel = np.empty((total, N_MELS), dtype=np.float32)
+    basis = _mel_basis().T
+    for first in range(0, total, STFT_BLOCK):
+        rows = slice(first, min(total, first + STFT_BLOCK))
+        db = 20.0 * np.log10(np.maximum(1e-5, stft_magnitude(samples, rows) @ basis)) - 20.0
+        mel[rows] = np.clip((db + 100.0) / 100.0, 0.0, 1.0)
+    return mel
 
 
 def frame_windows(mel: np.ndarray, frames: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from .errors import InputError, PcavsError
+from .errors import InputError, PcavsError, WeightsError
 
 EXAMPLES = """examples:
   pcavs demo                                   # the bundled photo and voice -> pcavs_demo.mp4
@@ -80,18 +80,14 @@ def _options(args: argparse.Namespace) -> dict:
     )
 
 
-def _pipeline(args: argparse.Namespace):
-    from .pipeline import Pipeline
-
-    return Pipeline.from_pretrained(args.checkpoints, device=args.device, dtype=args.dtype, compile=args.compile)
+def _model(args: argparse.Namespace) -> dict:
+    return dict(checkpoints=args.checkpoints, device=args.device, dtype=args.dtype, compile=args.compile)
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from .pipeline import check_inputs
+    from .pipeline import generate
 
-    options = _options(args)
-    check_inputs(args.face, args.audio, args.pose, args.mouth, args.out, args.mode, args.noise, args.pose_loop, args.batch_size)
-    result = _pipeline(args)(args.face, args.audio, args.pose, args.out, mouth=args.mouth, **options)
+    result = generate(args.face, args.audio, args.pose, args.out, mouth=args.mouth, **_model(args), **_options(args))
     print(f"wrote {result.video} ({result.num_frames} frames at {result.fps} fps)")
     return 0
 
@@ -99,14 +95,17 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from .demo import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
     from .download import ensure_weights
+    from .pipeline import generate
 
     args.checkpoints = str(ensure_weights(args.checkpoints))
-    result = _pipeline(args)(DEMO_FACE, DEMO_AUDIO, DEMO_POSE, args.out, **_options(args))
+    result = generate(DEMO_FACE, DEMO_AUDIO, DEMO_POSE, args.out, **_model(args), **_options(args))
     print(f"wrote {result.video} ({result.num_frames} frames at {result.fps} fps)")
     return 0
 
 
 def run_batch(args: argparse.Namespace) -> int:
+    from .pipeline import generate
+
     jobs_path = Path(args.jobs)
     try:
         with open(jobs_path, newline="", encoding="utf-8-sig") as handle:
@@ -116,7 +115,6 @@ def run_batch(args: argparse.Namespace) -> int:
     missing = {"face", "audio", "out"} - set(rows[0].keys() if rows else ())
     if not rows or missing:
         raise InputError(f"{jobs_path}: needs a header face,audio,pose,out and at least one row")
-    pipe = _pipeline(args)
     base = jobs_path.resolve().parent
 
     def path(value: str | None) -> Path | None:
@@ -125,8 +123,11 @@ def run_batch(args: argparse.Namespace) -> int:
     failed = 0
     for number, row in enumerate(rows, start=2):
         try:
-            result = pipe(path(row["face"]), path(row["audio"]), path(row.get("pose")), path(row["out"]), **_options(args))
+            result = generate(path(row["face"]), path(row["audio"]), path(row.get("pose")), path(row["out"]),
+                              **_model(args), **_options(args))
             print(f"row {number}: wrote {result.video}")
+        except WeightsError:  # no row can run
+            raise
         except PcavsError as exc:
             failed += 1
             print(f"pcavs: row {number}: {exc}", file=sys.stderr)
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pcavs: interrupted; no output was written", file=sys.stderr)
         return 130
-    except InputError as exc:
+    except PcavsError as exc:  # bad input, a full disk, missing weights: the message says what to do
         if args.debug:
             traceback.print_exc()
         print(f"pcavs: {exc}", file=sys.stderr)

@@ -9,6 +9,7 @@ from .sources import Identity
 
 MODES = ("full", "crop", "grid")
 LABEL_HEIGHT = 24
+MAX_SIDE = 3840  # full mode: bigger photos are shown downscaled to 4K, which players and H.264 levels handle
 GRID_LABELS = ("reference", "generated", "pose")
 
 
@@ -20,6 +21,20 @@ def even_size(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _fit_4k(image: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The photo downscaled to at most MAX_SIDE, and `matrix` (photo -> face) for the smaller photo."""
+    height, width = image.shape[:2]
+    scale = MAX_SIDE / max(height, width)
+    if scale >= 1:
+        return image, matrix
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    smaller = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    # pixel centres: x_small + 0.5 = (x + 0.5) * size / width
+    sx, sy = size[0] / width, size[1] / height
+    to_small = np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+    return smaller, matrix @ np.linalg.inv(to_small)
+
+
 class Composer:
     """Builds the output frame for one generated face."""
 
@@ -27,7 +42,7 @@ class Composer:
         self.mode = mode
         self.identity = identity
         if mode == "full":
-            self.paster = Paster(identity.image, crop_to_generated(identity.face.matrix))
+            self.paster = Paster(*_fit_4k(identity.image, crop_to_generated(identity.face.matrix)))
         self.reference = loader_view(identity.face.crop)
 
     def size(self) -> tuple[int, int]:
@@ -36,7 +51,7 @@ class Composer:
             return CROP_SIZE, CROP_SIZE
         if self.mode == "grid":
             return 3 * CROP_SIZE, CROP_SIZE + LABEL_HEIGHT
-        height, width = self.identity.image.shape[:2]
+        height, width = self.paster.background.shape[:2]
         return width + width % 2, height + height % 2
 
     def __call__(self, face: np.ndarray, pose_crop: np.ndarray | None) -> np.ndarray:

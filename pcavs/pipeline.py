@@ -210,14 +210,14 @@ class Pipeline:
         """Make the talking-face video. See `pcavs.generate` for the arguments."""
         check_inputs(face, audio, pose, mouth, out, mode, noise, pose_loop, batch_size)
         batch_size = batch_size or self.default_batch_size()
-        with self.timer("audio"):
-            samples = audio_fe.normalize_rms(audio_fe.load_audio(audio if audio is not None else mouth))
-        with self.timer("detect+align photo"):
-            identities = load_identities(face, aligned, detector, face_index)
         timer = self.timer
-        count = audio_fe.num_frames(len(samples))
+        with timer("detect+align photo"):
+            identities = load_identities(face, aligned, detector, face_index)
         with timer("audio"):
+            samples = audio_fe.normalize_rms(audio_fe.load_audio(audio if audio is not None else mouth))
+            count = audio_fe.num_frames(len(samples))
             mel = audio_fe.mel_spectrogram(samples)
+            del samples  # hours of audio: only the spectrogram is needed from here on
         with timer("identity"):
             spatial, pooled, reference_pose = self._identity(identities)
         with timer("pose"):
@@ -354,6 +354,7 @@ def generate(
     checkpoints: str | os.PathLike | None = None,
     device: str = "auto",
     dtype: str | torch.dtype | None = None,
+    compile: bool = False,
     **options,
 ) -> Result:
     """Make a talking-face video from a photo, a voice and an optional head-motion source.
@@ -363,6 +364,8 @@ def generate(
     pose: head-motion video, folder of frames, list of frames, one image (fixed pose), or None
         (the photo's own pose).
     out: the mp4 to write, or None to only return `result.faces`.
+    checkpoints, device, dtype, compile: as for `Pipeline.from_pretrained`; the loaded
+    pipeline is kept for the next call with the same ones.
     Options: mode ("full" | "crop" | "grid"), mouth (video driving the mouth; experimental),
     aligned (inputs already are 224x224 PC-AVS crops), noise ("fixed" | "random"), seed,
     pose_loop ("pingpong" | "loop" | "hold"), face_index, detector, batch_size,
@@ -373,8 +376,9 @@ def generate(
         options.get("pose_loop", "pingpong"), options.get("batch_size"),
     )
     resolved = resolve_device(device)
-    key = (str(find_checkpoints(checkpoints).resolve()), str(resolved), str(resolve_dtype(dtype, resolved)))
+    key = (str(find_checkpoints(checkpoints).resolve()), str(resolved), str(resolve_dtype(dtype, resolved)), compile)
     if key not in _CACHE:
-        _CACHE.clear()
-        _CACHE[key] = Pipeline.from_pretrained(checkpoints, device=str(resolved), dtype=dtype)
+        pipeline = Pipeline.from_pretrained(checkpoints, device=str(resolved), dtype=dtype, compile=compile)
+        _CACHE.clear()  # one set of networks in memory at a time
+        _CACHE[key] = pipeline
     return _CACHE[key](face, audio, pose, out, **options)

@@ -82,15 +82,15 @@ def read_state_dict(path: Path, label: str | None = None) -> dict[str, torch.Ten
     label = label or str(path)
     if not path.is_file():
         raise WeightsError(f"{label}: file not found; {DOWNLOAD_HINT}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:  # zip checkpoints (PyTorch >= 1.6) are memory-mapped; older, legacy ones are read whole
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling failed"
         if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
             reason = "it holds objects that safe loading (weights_only=True) refuses; pcavs never loads them unsafely"
         raise WeightsError(f"{label}: cannot be loaded: {reason}; {DOWNLOAD_HINT}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise WeightsError(f"{label}: truncated or not a PyTorch checkpoint ({_first_line(exc)}); {DOWNLOAD_HINT}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
+        raise WeightsError(f"{label}: truncated or not a PyTorch checkpoint; {DOWNLOAD_HINT}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{label}: not a state dict of tensors; {DOWNLOAD_HINT}")
     return state
@@ -107,11 +107,13 @@ def check_state_dict(net: str, module: nn.Module, state: dict[str, torch.Tensor]
     expected.update(unused_shapes(net))
     missing = [k for k in expected if k not in state]
     if missing:
-        raise WeightsError(f"{path}: missing key {missing[0]!r} ({len(missing)} missing): not a PC-AVS {net} checkpoint")
+        raise WeightsError(
+            f"{path}: missing key {missing[0]!r} ({len(missing)} missing): not a PC-AVS {net} checkpoint; {DOWNLOAD_HINT}"
+        )
     unexpected = [k for k in state if k not in expected]
     if unexpected:
         raise WeightsError(
-            f"{path}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected): not a PC-AVS {net} checkpoint"
+            f"{path}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected): not a PC-AVS {net} checkpoint; {DOWNLOAD_HINT}"
         )
     for key, shape in expected.items():
         if tuple(state[key].shape) != shape:

@@ -18,7 +18,8 @@ from pcavs.images import read_image
 from pcavs.video import iter_frames, read_audio
 
 from conftest import INPUTS
-from media import ffmpeg, tone
+from media import tone
+from media_av import ffmpeg
 
 
 def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -49,7 +50,7 @@ def test_cli_full_mode_from_photo_mp3_and_phone_video(tmp_path, short_mp3):
     assert (info.video_codec, info.pix_fmt, info.audio_codec, info.fps) == ("h264", "yuv420p", "aac", 25.0)
     photo = read_image(DEMO_FACE)
     assert (info.height, info.width) == photo.shape[:2]
-    samples, rate = read_audio(short_mp3)
+    samples, rate = read_audio(short_mp3, mono=True)
     frames = list(iter_frames(out))
     assert len(frames) == math.ceil(len(samples) / rate * 25)
     out_audio, out_rate = read_audio(out)

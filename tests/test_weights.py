@@ -65,13 +65,27 @@ class Payload:
         return (print, ("this must never run",))
 
 
-def test_unsafe_pickle_is_refused(tmp_path, capsys):
+@pytest.mark.parametrize("save", [
+    lambda obj, path: torch.save(obj, path),
+    lambda obj, path: torch.save(obj, path, _use_new_zipfile_serialization=False),
+    lambda obj, path: path.write_bytes(pickle.dumps(obj)),
+], ids=["zip", "legacy", "plain-pickle"])
+def test_unsafe_pickle_is_refused(tmp_path, capsys, save):
     path = tmp_path / "latest_net_A_sync.pth"
-    torch.save({"x": Payload()}, path)
+    save({"x": Payload()}, path)
     with pytest.raises(WeightsError) as exc:
         weights.load_checkpoint_file("A_sync", path)
     assert "never loads them unsafely" in one_line(exc)
     assert "this must never run" not in capsys.readouterr().out
+
+
+def test_legacy_format_checkpoint_loads(tmp_path, audio_state):
+    """Checkpoints saved by PyTorch < 1.6 (not zip files) load too, still with weights_only=True."""
+    path = tmp_path / "latest_net_A_sync.pth"
+    torch.save(audio_state, path, _use_new_zipfile_serialization=False)
+    module = weights.load_checkpoint_file("A_sync", path)
+    key = next(iter(module.state_dict()))
+    assert torch.equal(module.state_dict()[key], audio_state[key].float())
 
 
 def test_checkpoint_of_another_model(tmp_path, synth_weights):
