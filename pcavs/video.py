@@ -50,6 +50,10 @@ class _Ffmpeg:
     def wait(self) -> int:
         return self.proc.wait()
 
+    def finish(self) -> tuple[int, str]:
+        """Wait for ffmpeg: (exit status, its last error line)."""
+        return self.proc.wait(), self.reason()
+
     def reason(self) -> str:
         """ffmpeg's last error line."""
         self.errors.seek(0)
@@ -114,8 +118,7 @@ def read_audio(path: str | os.PathLike, sample_rate: int | None = None, mono: bo
             if mono and channels > 1:
                 data = np.frombuffer(data, np.float32).reshape(-1, channels).mean(axis=1, dtype=np.float32).tobytes()
             samples += data
-        status = run.wait()
-        reason = run.reason()
+        status, reason = run.finish()
     finally:
         run.close()
     if status != 0:
@@ -196,38 +199,13 @@ def _frames(path, args: list[str], height: int, width: int) -> Iterator[np.ndarr
                 break
             count += 1
             yield frame
-        status = run.wait()
-        reason = run.reason()
+        status, reason = run.finish()
     finally:
         run.close()
     if status != 0:
         raise InputError(f"{path}: decoding the video failed after {count} frames ({reason}); is the file complete?")
     if count == 0:
         raise InputError(f"{path}: no video frames could be decoded; is the file complete?")
-
-
-def count_frames(path: str | os.PathLike, fps: float = FPS) -> int:
-    """How many frames `iter_frames(path, fps)` gives, found by decoding (no conversion to RGB).
-
-    Exact for any frame rate, variable ones included; `ceil(probe(path).duration * fps)` is a
-    free estimate.
-    """
-    _video_info(path)
-    args = ["-i", file_url(path), "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", _resample_filter(fps),
-            "-f", "null", "-nostats", "-progress", "pipe:1", "-"]
-    run = _Ffmpeg(args, stdout=subprocess.PIPE)
-    try:
-        report = run.proc.stdout.read().decode(errors="replace")
-        status = run.wait()
-        reason = run.reason()
-    finally:
-        run.close()
-    counts = [line.split("=", 1)[1] for line in report.splitlines() if line.startswith("frame=")]
-    if status != 0 or not counts:
-        raise InputError(f"{path}: decoding the video failed ({reason}); is the file complete?")
-    if int(counts[-1]) == 0:
-        raise InputError(f"{path}: no video frames could be decoded; is the file complete?")
-    return int(counts[-1])
 
 
 class VideoWriter:

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
+from unittest.mock import ANY
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +136,14 @@ def test_similarity_transforms_are_recovered(scale, degrees, dx, dy):
     source = ANCHOR_TARGETS @ rotation.T + (dx, dy)
     matrix = similarity_transform(source, ANCHOR_TARGETS)
     assert np.allclose(source @ matrix[:, :2].T + matrix[:, 2], ANCHOR_TARGETS, atol=1e-6)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bfloat16_on_a_cpu_without_it_warns(monkeypatch, native):
+    from pcavs.pipeline import resolve_dtype
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    assert [str(w.message) for w in caught if "no bfloat16 instructions" in str(w.message)] == ([] if native else [ANY])

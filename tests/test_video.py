@@ -15,7 +15,7 @@ import pytest
 from pcavs import video
 from pcavs.errors import InputError, PcavsError
 from pcavs.ffmpeg import probe
-from pcavs.video import FPS, VideoWriter, count_frames, iter_frames, read_audio
+from pcavs.video import FPS, VideoWriter, iter_frames, read_audio
 
 from media_av import (
     aligned_similarity, counter_image, counter_video, decoded_timeline, encode_audio, ffmpeg, frame_times,
@@ -166,7 +166,6 @@ def test_constant_rates_are_resampled_by_timestamp(tmp_path, fps):
     assert shown_at(times, end, FPS) == expected
     got = counters(path)
     assert got == expected
-    assert count_frames(path) == len(got)
 
 
 def test_variable_frame_rate(tmp_path):
@@ -175,7 +174,6 @@ def test_variable_frame_rate(tmp_path):
     assert len(set(np.round(np.diff(times), 4))) >= 4  # really variable
     expected = shown_at(times, end, FPS)
     assert counters(path) == expected
-    assert count_frames(path) == len(expected)
     assert counters(path, fps=10) == shown_at(times, end, 10)
 
 
@@ -302,7 +300,7 @@ def test_an_exception_leaves_no_file_and_keeps_the_old_one(tmp_path, interrupt):
             raise interrupt
     assert leftover_files(tmp_path) == ["out.mp4"] and out.read_bytes() == b"the previous video"
     write_counted(out, 4)
-    assert count_frames(out) == 4 and leftover_files(tmp_path) == ["out.mp4"]
+    assert len(list(iter_frames(out))) == 4 and leftover_files(tmp_path) == ["out.mp4"]
 
 
 def _small_files():  # runs in ffmpeg's process: writes past 48 kB fail with EFBIG, as on a full disk
