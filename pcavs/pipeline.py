@@ -173,7 +173,7 @@ class Pipeline:
         for module in self.networks.modules():
             module.to(dtype)
         self.compiled = compile
-        if compile:  # about a minute once, then ~1.6x faster generation on a CPU: worth it for long jobs
+        if compile:  # up to a minute once, then ~1.1-1.2x faster on a CPU: for long jobs
             self.networks.G = torch.compile(self.networks.G)
 
     @classmethod
