@@ -141,7 +141,10 @@ def choose_face(faces: list[Face], image_size: tuple[int, int], face_index: int 
     else:
         face = faces[0]
         if len(faces) > 1:
-            warnings.warn(f"{name}: {len(faces)} faces found; using the largest (choose another with face_index=)", stacklevel=3)
+            warnings.warn(
+                f"{name}: {len(faces)} faces found; using the largest (choose another with face_index= or --face-index)",
+                stacklevel=3,
+            )
     matrix = similarity_transform(face.anchors, ANCHOR_TARGETS)
     width = face_width(matrix)
     if width < MIN_FACE_PX:

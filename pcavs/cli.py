@@ -5,9 +5,12 @@ import argparse
 import csv
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from .errors import InputError, PcavsError, WeightsError
+
+PACKAGE = Path(__file__).resolve().parent
 
 EXAMPLES = """examples:
   pcavs demo                                   # the bundled photo and voice -> pcavs_demo.mp4
@@ -157,8 +160,16 @@ COMMANDS = {
 }
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """pcavs's own warnings as one line; other libraries' warnings only with --debug."""
+    if Path(filename).resolve().is_relative_to(PACKAGE):
+        print(f"pcavs: warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not args.debug:
+        warnings.showwarning = _show_warning
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import soundfile as sf
@@ -121,6 +122,22 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path, short_mp3):
         assert len(lines) == 1 and lines[0].startswith("pcavs: "), done.stderr
     assert not (tmp_path / "o.mp4").exists()
     assert "Traceback" in cli("--debug", *cases[0]).stderr
+
+
+def test_warnings_are_one_line(tmp_path):
+    """Two people in the photo: the video is made from the larger face, with one warning line."""
+    from media_faces import place_face, placement
+
+    photo = tmp_path / "two people.png"
+    canvas = place_face(place_face((420, 680), placement(1.4, 4.0, (30, 40))), placement(0.9, -6.0, (420, 110)))
+    cv2.imwrite(str(photo), canvas[:, :, ::-1])
+    speech = tmp_path / "hi.wav"
+    sf.write(speech, tone(0.04, 16000), 16000)
+    done = cli("generate", "--face", str(photo), "--audio", str(speech), "--out", str(tmp_path / "o.mp4"), "--mode", "crop",
+               "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines() == [f"pcavs: warning: {photo}: 2 faces found; using the largest (choose another "
+                                                "with face_index= or --face-index)"]
 
 
 def test_help_shows_examples():
