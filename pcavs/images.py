@@ -130,10 +130,18 @@ def _register_heif() -> None:
 _heif_checked = False
 
 
-def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], replicate: bool = False) -> np.ndarray:
-    """`cv2.warpAffine` with bilinear sampling (`matrix`: 2x3, image -> output; `size`: (width, height)),
-    anti-aliased: where the output samples the image more than 2x sparser, the part of the image it
-    sees is first averaged over k x k blocks. Outside the image: black, or the edge pixels with `replicate`.
+def warp_affine(
+    image: np.ndarray,
+    matrix: np.ndarray,
+    size: tuple[int, int],
+    replicate: bool = False,
+    interpolation: int = cv2.INTER_LINEAR,
+    fill: tuple[float, ...] | float = 0,
+) -> np.ndarray:
+    """`cv2.warpAffine` with bilinear (or `interpolation`) sampling (`matrix`: 2x3, image -> output;
+    `size`: (width, height)), anti-aliased: where the output samples the image more than 2x sparser,
+    the part of the image it sees is first averaged over k x k blocks. Outside the image: `fill`
+    (default black), or the edge pixels with `replicate`.
     """
     width, height = size
     matrix = np.asarray(matrix, np.float64)
@@ -149,11 +157,11 @@ def warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], re
         cols, rows = (x1 - x0) // factor, (y1 - y0) // factor
         if cols < 1 or rows < 1:  # the output sees none of the image
             if not replicate:
-                return np.zeros((height, width) + image.shape[2:], image.dtype)
+                return np.full((height, width) + image.shape[2:], fill, image.dtype)
         else:
             region = image[y0 : y0 + rows * factor, x0 : x0 + cols * factor]
             image = cv2.resize(region, (cols, rows), interpolation=cv2.INTER_AREA)
             # block (u, v) of the reduced image is centred on image pixel (x0 + k u + (k-1)/2, ...)
             offset = np.array([x0, y0]) + (factor - 1) / 2
             matrix = np.column_stack([matrix[:, :2] * factor, matrix[:, :2] @ offset + matrix[:, 2]])
-    return cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=border)
+    return cv2.warpAffine(image, matrix, (width, height), flags=interpolation, borderMode=border, borderValue=fill)
