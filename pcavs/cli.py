@@ -19,7 +19,9 @@ EXAMPLES = """examples:
   pcavs generate --face me.jpg --audio hello.mp3 --out me.mp4
   pcavs generate --face me.jpg --audio hello.wav --pose nod.mp4 --mode grid --out grid.mp4
   pcavs batch jobs.csv                         # columns face,audio,pose,out; one model load
+  pcavs generate --face me.jpg --audio hello.mp3 --enhance gfpgan --out sharp.mp4
   pcavs download                               # fetch the released weights into the user cache
+  pcavs download gfpgan                        # GFPGAN v1.4 for --enhance gfpgan (also fetched on first use)
   pcavs convert --out pcavs_fp16.safetensors --dtype float16
 """
 
@@ -137,7 +139,15 @@ def download_pcavs(args: argparse.Namespace) -> Path:
     return download_weights(dest=args.dest, url=args.url, zip_path=args.from_zip)
 
 
-DOWNLOADS = {"pcavs": download_pcavs}  # model name -> installer; each returns where the weights now are
+def download_gfpgan(args: argparse.Namespace) -> Path:
+    from .enhance import download_checkpoint
+
+    if args.from_zip:
+        raise InputError("--from-zip is for the PC-AVS demo.zip; for GFPGAN use --from-file GFPGANv1.4.pth")
+    return download_checkpoint(dest=args.dest, url=args.url, from_file=args.from_file)
+
+
+DOWNLOADS = {"pcavs": download_pcavs, "gfpgan": download_gfpgan}  # model name -> installer; each returns where the weights now are
 
 
 def run_download(args: argparse.Namespace) -> int:

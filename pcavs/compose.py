@@ -19,7 +19,7 @@ def even_size(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _fit_4k(image: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def fit_4k(image: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The photo downscaled to at most MAX_SIDE, and `matrix` (photo -> face) for the smaller photo."""
     height, width = image.shape[:2]
     scale = MAX_SIDE / max(height, width)
@@ -33,6 +33,16 @@ def _fit_4k(image: np.ndarray, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return smaller, matrix @ np.linalg.inv(to_small)
 
 
+def labelled(panels: list[np.ndarray], labels: tuple[str, ...]) -> np.ndarray:
+    """Square panels of one size side by side, under a black bar with one white label per panel."""
+    row = np.concatenate(panels, axis=1)
+    bar = np.zeros((LABEL_HEIGHT, row.shape[1], 3), np.uint8)
+    for i, text in enumerate(labels):
+        x = i * panels[0].shape[1] + 8
+        cv2.putText(bar, text, (x, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+    return np.concatenate([bar, row], axis=0)
+
+
 class Composer:
     """Builds the output frame for one generated face."""
 
@@ -40,7 +50,7 @@ class Composer:
         self.mode = mode
         self.identity = identity
         if mode == "full":
-            self.paster = Paster(*_fit_4k(identity.image, crop_to_generated(identity.face.matrix)))
+            self.paster = Paster(*fit_4k(identity.image, crop_to_generated(identity.face.matrix)))
         self.reference = loader_view(identity.face.crop)
 
     def size(self) -> tuple[int, int]:
@@ -58,8 +68,4 @@ class Composer:
         if self.mode == "full":
             return even_size(self.paster(face))
         pose_panel = loader_view(pose_crop) if pose_crop is not None else self.reference
-        panels = np.concatenate([self.reference, face, pose_panel], axis=1)
-        labels = np.zeros((LABEL_HEIGHT, panels.shape[1], 3), np.uint8)
-        for i, text in enumerate(GRID_LABELS):
-            cv2.putText(labels, text, (i * CROP_SIZE + 8, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
-        return np.concatenate([labels, panels], axis=0)
+        return labelled([self.reference, face, pose_panel], GRID_LABELS)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InputError, WeightsError
+from .errors import InputError, NetworkError, WeightsError
 from .gfpgan import GFPGAN, SIZE, unused_shapes
 from .weights import cache_dir
 
@@ -55,12 +55,49 @@ def find_checkpoint(checkpoint: str | os.PathLike | None = None) -> Path:
     raise WeightsError(f"no GFPGAN v1.4 weights found (looked in {', '.join(map(str, looked))}); {DOWNLOAD_HINT}")
 
 
+def download_checkpoint(
+    dest: str | os.PathLike | None = None,
+    url: str | None = None,
+    from_file: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Install GFPGANv1.4.pth (from the release, `url`, or a copy the user has) at `dest`: a file path, or a
+    folder (default: the user cache). It must load strictly before it is renamed into place."""
+    from .download import fetch_file
+
+    target = default_path() if dest is None else Path(dest).expanduser()
+    if dest is not None and (target.is_dir() or target.suffix != ".pth"):
+        target = target / FILENAME
+    source = str(from_file) if from_file is not None else url or URL
+    return fetch_file(url or URL, target, lambda temp: verify_checkpoint(temp, source), from_file=from_file,
+                      progress=progress, command="pcavs download gfpgan")
+
+
+def ensure_checkpoint(checkpoint: str | os.PathLike | None = None, progress: bool = True) -> Path:
+    """`find_checkpoint`; when there is none anywhere (and no path was given), download it into the user cache."""
+    try:
+        return find_checkpoint(checkpoint)
+    except WeightsError:
+        if checkpoint is not None:
+            raise
+    looked = ", ".join(map(str, candidates()))
+    print(f"pcavs: no GFPGAN v1.4 weights yet; downloading {FILENAME} (349 MB) from the GFPGAN release into {default_path().parent}")
+    try:
+        return download_checkpoint(progress=progress)
+    except NetworkError as exc:
+        raise NetworkError(f"no GFPGAN v1.4 weights found (looked in {looked}) and {exc}") from None
+
+
 def read_checkpoint(path: str | os.PathLike, label: str | None = None) -> dict[str, torch.Tensor]:
     """The state dict inside a GFPGAN checkpoint (`params_ema`, else `params`), read with weights_only=True."""
     path = Path(path)
     label = label or str(path)
     if not path.is_file():
         raise WeightsError(f"{label}: file not found; {DOWNLOAD_HINT}")
+    with open(path, "rb") as handle:
+        head = handle.read(2)
+    if head != b"PK" and head[:1] != b"\x80":  # neither torch's zip format nor a pickle (the legacy format)
+        raise WeightsError(f"{label}: truncated or not a PyTorch checkpoint; {DOWNLOAD_HINT}")
     try:  # zip checkpoints are memory-mapped; legacy (non-zip) ones are read whole
         container = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
@@ -105,9 +142,10 @@ def load_gfpgan(path: str | os.PathLike, label: str | None = None) -> GFPGAN:
     return net.eval().requires_grad_(False)
 
 
-def verify_checkpoint(path: Path) -> None:
-    """Raise WeightsError unless `path` loads as GFPGAN v1.4 (the check a download must pass before it is installed)."""
-    load_gfpgan(path)
+def verify_checkpoint(path: Path, label: str | None = None) -> None:
+    """Raise WeightsError (naming `label`, default the path) unless `path` loads as GFPGAN v1.4:
+    the check a download must pass before it is installed."""
+    load_gfpgan(path, label)
 
 
 def to_input(faces: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -141,11 +179,12 @@ class Restorer:
     def from_pretrained(
         cls, path: str | os.PathLike | None = None, device: str | torch.device = "auto", dtype: str | torch.dtype | None = None
     ) -> "Restorer":
-        """Load GFPGANv1.4.pth from `path` (a file or its folder), else $PCAVS_GFPGAN, else the user cache."""
+        """Load GFPGANv1.4.pth from `path` (a file or its folder), else $PCAVS_GFPGAN, else the user cache
+        (downloading it there first when it is nowhere)."""
         from .pipeline import resolve_device, resolve_dtype
 
         resolved = resolve_device(device)
-        return cls(load_gfpgan(find_checkpoint(path)), resolved, resolve_dtype(dtype, resolved))
+        return cls(load_gfpgan(ensure_checkpoint(path)), resolved, resolve_dtype(dtype, resolved))
 
     def default_batch_size(self) -> int:
         return 8 if self.device.type != "cpu" else 1

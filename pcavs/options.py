@@ -18,6 +18,8 @@ MODES = ("full", "crop", "grid")
 NOISE_MODES = ("fixed", "random")
 POSE_LOOPS = ("pingpong", "loop", "hold")
 DETECTORS = ("litert", "mediapipe", "face_alignment")
+ENHANCERS = ("gfpgan",)
+FRACTIONS = ("enhance_weight", "enhance_smooth")  # numbers from 0 to 1
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 MODEL_OPTIONS = ("checkpoints", "device", "dtype", "compile")  # how the networks are loaded: see Pipeline.from_pretrained
 TRUE, FALSE = ("1", "true", "yes", "y", "on"), ("0", "false", "no", "n", "off", "")
@@ -41,13 +43,20 @@ class Options:
     face_index: int | None = _option(None, "which face to use when a photo shows several (0 = the largest)")
     detector: str = _option("litert", "face landmark backend", DETECTORS)
     batch_size: int | None = _option(None, "frames per generator batch (default: 4 on a CPU, 32 on a GPU)")
+    enhance: str | None = _option(None, "restore every face with GFPGAN v1.4 (512x512 detail, pasted back at the "
+                                        "photo's resolution; its weights are downloaded on first use)", ENHANCERS)
+    enhance_weight: float = _option(1.0, "0...1: how much of the restored face to show, blended with the unrestored one")
+    enhance_smooth: float = _option(0.0, "0...1: temporal smoothing of the restored detail against flicker "
+                                         "(0: none; 0.5 averages about 3 frames)")
+    enhance_checkpoint: str | os.PathLike | None = _option(None, "GFPGANv1.4.pth to use (default: $PCAVS_GFPGAN, "
+                                                                  "else the user cache)")
     return_frames: bool = _option(False, "keep result.faces and result.frames", cli=False)
     progress: bool = _option(True, "show a progress bar", cli=False)
 
     def __post_init__(self) -> None:
         for spec in fields(self):
             value, choices = getattr(self, spec.name), spec.metadata["choices"]
-            if choices and value not in choices:
+            if choices and value not in choices and not (value is None and spec.default is None):
                 raise InputError(f"{spec.name}: {value!r} is not one of {', '.join(choices)}")
         for name in ("seed", "face_index", "batch_size"):
             value = getattr(self, name)
@@ -57,6 +66,14 @@ class Options:
             raise InputError(f"batch_size: {self.batch_size!r} must be a positive integer")
         if self.face_index is not None and self.face_index < 0:
             raise InputError(f"face_index: {self.face_index!r} must be 0 (the largest face) or more")
+        for name in FRACTIONS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise InputError(f"{name}: {value!r} must be a number from 0 to 1")
+        if self.enhance_smooth == 1:
+            raise InputError("enhance_smooth: 1 would freeze the restored detail of the first frame; use up to 0.9")
+        if self.enhance_checkpoint is not None and not isinstance(self.enhance_checkpoint, (str, os.PathLike)):
+            raise InputError("enhance_checkpoint: give the path of GFPGANv1.4.pth (or of its folder)")
         if self.mouth is not None and not isinstance(self.mouth, (str, os.PathLike)):
             raise InputError("mouth: give the path of a video (or a folder of frames) whose mouth motion drives the face")
 
@@ -109,6 +126,11 @@ def _parse(name: str, text: str, default: Any) -> Any:
             return int(text)
         except ValueError:
             raise InputError(f"{name}: {text!r} must be a whole number") from None
+    if name in FRACTIONS:
+        try:
+            return float(text)
+        except ValueError:
+            raise InputError(f"{name}: {text!r} must be a number from 0 to 1") from None
     return text
 
 
@@ -121,7 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if isinstance(spec.default, bool):
             parser.add_argument(flag, action="store_true", help=spec.metadata["help"])
         else:
-            kind = int if spec.name in ("seed", "face_index", "batch_size") else str
+            kind = int if spec.name in ("seed", "face_index", "batch_size") else float if spec.name in FRACTIONS else str
             choices = spec.metadata["choices"]
             shown = f" (default: {spec.default})" if spec.default is not None else ""
             parser.add_argument(flag, type=kind, choices=choices, default=spec.default, help=spec.metadata["help"] + shown)

@@ -18,6 +18,8 @@ from . import audio as audio_fe
 from .allocator import reuse_freed_memory
 from .align import loader_view
 from .compose import Composer
+from .enhance import Restorer, ensure_checkpoint, load_gfpgan
+from .enhance_stage import EnhanceStage
 from .errors import InputError, OutOfMemoryError
 from .options import Options, job_options
 from .sources import Identity, Media, aligned_frames, as_list, describe, load_identities
@@ -159,6 +161,7 @@ class Pipeline:
         for module in self.networks.modules():
             module.to(dtype)
         self.compiled = compile
+        self._restorer: tuple[Path, Restorer] | None = None  # GFPGAN, loaded by the first enhance= job
         if compile:  # up to a minute once, then ~1.1-1.2x faster on a CPU: for long jobs
             self.networks.G = torch.compile(self.networks.G)
 
@@ -203,6 +206,7 @@ class Pipeline:
     def run(self, face, audio, pose, out, options: Options) -> Result:
         """One job with validated `options`: media -> codes -> generator batches -> frames -> mp4."""
         check_inputs(face, audio, pose, out, options)
+        restorer = self._stage("load restorer", self._load_restorer, options) if options.enhance else None
         sound = audio if audio is not None else options.mouth
         batch_size = options.batch_size or self.default_batch_size()
         identities = self._stage("detect+align photo", load_identities, face, options.aligned, options.detector,
@@ -211,7 +215,8 @@ class Pipeline:
         spatial, pooled, reference_pose = self._stage("identity", self._identity, identities)
         pose_codes, pose_crops = self._stage("pose", self._pose_codes, pose, options, count, batch_size)
         mouth_codes = self._stage("mouth video", self._video_mouth_codes, options, count, batch_size)
-        composer = Composer(options.mode, identities[0])
+        enhancer = EnhanceStage(restorer, identities[0], options) if restorer is not None else None
+        composer = enhancer or Composer(options.mode, identities[0])
         output = Output(out, composer, sound, keep_faces=options.return_frames or out is None,
                         keep_frames=options.return_frames)
         generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
@@ -227,9 +232,20 @@ class Pipeline:
                 noise = self._noise(len(indices), options.noise, generator)
                 faces = self._stage("G", self._generate, spatial, *self._padded(style, noise, batch_size))
                 pose_frames = [pose_crops[i] for i in pose_index] if pose_crops is not None else None
-                self._stage("compose+encode", output.add, faces[: len(indices)], pose_frames)
+                faces = faces[: len(indices)]
+                frames = self._stage("enhance", enhancer, faces) if enhancer is not None else None
+                self._stage("compose+encode", output.add, faces, pose_frames, frames)
                 bar.update(len(indices))
         return output.result(count)
+
+    def _load_restorer(self, options: Options) -> Restorer:
+        """GFPGAN from `enhance_checkpoint` (else $PCAVS_GFPGAN, else the user cache, downloaded there when
+        missing), kept for the next job that uses the same file."""
+        path = ensure_checkpoint(options.enhance_checkpoint, progress=options.progress).resolve()
+        if self._restorer is None or self._restorer[0] != path:
+            self._restorer = None  # one restorer in memory at a time
+            self._restorer = (path, Restorer(load_gfpgan(path), self.device, self.dtype))
+        return self._restorer[1]
 
     def _mouth_codes(self, mel: np.ndarray, indices: np.ndarray, video_codes: torch.Tensor | None) -> torch.Tensor:
         """Mouth codes of a batch of frames: A_sync on their mel windows, or the mouth video's codes."""
@@ -320,7 +336,7 @@ class Pipeline:
 class Output:
     """Where the frames of one job go: the composed frames into the mp4, the faces/frames into the result."""
 
-    def __init__(self, out, composer: Composer, sound, keep_faces: bool, keep_frames: bool):
+    def __init__(self, out, composer: Composer | EnhanceStage, sound, keep_faces: bool, keep_frames: bool):
         self.out = Path(out) if out else None
         self.composer = composer
         self.writer = VideoWriter(out, *composer.size(), audio=sound) if out else None
@@ -336,9 +352,13 @@ class Output:
         if self.writer is not None:
             self.writer.__exit__(*exc)
 
-    def add(self, faces: np.ndarray, pose_crops: list[np.ndarray] | None) -> None:
+    def add(self, faces: np.ndarray, pose_crops: list[np.ndarray] | None, frames: list[np.ndarray] | None = None) -> None:
+        """Write a batch: each face composed into its frame, or the given `frames` (the enhance step's)."""
         for k, face in enumerate(faces):
-            frame = self.composer(face, pose_crops[k] if pose_crops is not None else None)
+            if frames is not None:
+                frame = frames[k]
+            else:
+                frame = self.composer(face, pose_crops[k] if pose_crops is not None else None)
             if self.writer is not None:
                 self.writer.write(frame)
             if self.faces is not None:
@@ -382,10 +402,14 @@ def generate(
     Options (see `pcavs.options.Options`): mode ("full" | "crop" | "grid"), mouth (video
     driving the mouth; experimental), aligned (inputs already are 224x224 PC-AVS crops),
     noise ("fixed" | "random"), seed, pose_loop ("pingpong" | "loop" | "hold"), face_index,
-    detector, batch_size, return_frames, progress.
+    detector, batch_size, enhance ("gfpgan": restore every face with GFPGAN v1.4),
+    enhance_weight (0...1), enhance_smooth (0...1, against flicker), enhance_checkpoint,
+    return_frames, progress.
     """
     job = job_options(**options)
     check_inputs(face, audio, pose, out, job)
+    if job.enhance:  # missing GFPGAN weights fail (or download) before any network loads
+        ensure_checkpoint(job.enhance_checkpoint, progress=job.progress)
     resolved = resolve_device(device)
     key = (str(find_checkpoints(checkpoints).resolve()), str(resolved), str(resolve_dtype(dtype, resolved)), compile)
     if key not in _CACHE:

@@ -61,3 +61,4 @@ def _checkpoints_env(synth_weights, monkeypatch, request, tmp_path):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "no_weights_env: do not point PCAVS_CHECKPOINTS at the synthesized weights")
+    config.addinivalue_line("markers", "slow: a long test (CI runs it; a quick local run may deselect it with -m 'not slow')")

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gfpgan_weights import FILENAME, synth_state_dict, write_checkpoint
+from gfpgan_weights import FILENAME, gfpgan_checkpoint, synth_state_dict, write_checkpoint  # noqa: F401 (a fixture)
 from kits import DATA, kit_path, require_kit
 from pcavs import ffhq
 from pcavs.enhance import (
@@ -35,8 +35,8 @@ def read_rgb(path) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_checkpoint(tmp_path_factory.mktemp("gfpgan"))
+def checkpoint(gfpgan_checkpoint):
+    return gfpgan_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_refuses_files_that_are_not_gfpgan_v14(tmp_path):
     (tmp_path / "unsafe.pth").write_bytes(pickle.dumps({"params_ema": _NotATensor()}, protocol=2))
     (tmp_path / "truncated.pth").write_bytes((tmp_path / "wrong_net.pth").read_bytes()[:200])
     (tmp_path / "text.pth").write_text("<html>not found</html>")
-    for name, reason in (("unsafe.pth", "weights_only"), ("truncated.pth", "truncated"), ("text.pth", "")):
+    for name, reason in (("unsafe.pth", "weights_only"), ("truncated.pth", "truncated"), ("text.pth", "not a PyTorch checkpoint")):
         with pytest.raises(WeightsError, match=rf"{name}: .*{reason}"):
             verify_checkpoint(tmp_path / name)
     with pytest.raises(WeightsError, match="file not found"):
@@ -212,6 +212,7 @@ def test_golden_subset_in_the_repository(restorer, checkpoint, subset):
         assert max_diff(_cut(arrays, name), expected) <= tol, name
 
 
+@pytest.mark.slow
 def test_every_golden_array_of_the_kit(restorer, checkpoint):
     kit = require_kit("enhance_conformance")
     with np.load(kit / "golden.npz") as data:
