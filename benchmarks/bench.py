@@ -2,12 +2,15 @@
 the same run's measured convolution (the best of the generator's own conv shapes) and matmul throughput.
 
     python benchmarks/bench.py [--frames 48] [--batch-size 8] [--dtype float32|bfloat16|float16]
-                               [--device cpu|cuda] [--compile] [--full]
+                               [--device cpu|cuda] [--compile] [--full] [--enhance [--enhance-frames 8]]
 
 The job: the conformance kit's aligned face and pose frames with weights synthesized by its
 rule (../shared/conformance), `crop` mode, audio cut to --frames frames. --full adds a run in
 `full` mode with a 1080p photo (the face placed into a 1920x1080 canvas, real detection and
-paste-back). Figures are printed, never asserted.
+paste-back). --enhance adds GFPGAN v1.4 (weights synthesized by ../shared/enhance_conformance's rule):
+its seconds per face and useful GFLOP/s next to the generator's, and the flicker of a static-pose
+full-mode job on that photo (mean absolute frame-to-frame difference inside the face mask) without
+restoration, with it, and with `enhance_smooth`. Figures are printed, never asserted.
 """
 from __future__ import annotations
 
@@ -26,8 +29,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 KIT = ROOT.parent / "shared" / "conformance"
-# Useful work per frame (GFLOP): generator, pose encoder (per distinct pose frame), audio encoder; identity once per job.
-GFLOP = {"G": 69.4, "E": 12.7, "A_sync": 0.94, "V": 8.6}
+ENHANCE_KIT = ROOT.parent / "shared" / "enhance_conformance"
+# Useful work per frame (GFLOP): generator, pose encoder (per distinct pose frame), audio encoder; identity once per job;
+# GFPGAN per 512 face (torch.utils.flop_counter: 395.46 in convolutions, 0.08 in final_linear).
+GFLOP = {"G": 69.4, "E": 12.7, "A_sync": 0.94, "V": 8.6, "GFPGAN": 395.5}
+SMOOTHING = (0.5, 0.8)  # enhance_smooth values measured against flicker
 
 
 def synthesize_weights(folder: Path) -> None:
@@ -90,6 +96,66 @@ def run_job(pipe, frames: int, folder: Path, mode: str, face, aligned: bool):
     return result, total, dict(timer.seconds)
 
 
+def photo_1080p(identity: Path) -> np.ndarray:
+    """The kit's face turned by 4 degrees and enlarged 2.2x into a flat grey 1920x1080 photo."""
+    photo = np.full((1080, 1920, 3), 120, np.uint8)
+    face = cv2.cvtColor(cv2.imread(str(identity)), cv2.COLOR_BGR2RGB)
+    matrix = cv2.getRotationMatrix2D((112, 112), 4, 2.2)
+    matrix[:, 2] += (700, 200)
+    return np.where(cv2.warpAffine(np.ones((224, 224), np.uint8), matrix, (1920, 1080))[:, :, None] > 0,
+                    cv2.warpAffine(face, matrix, (1920, 1080)), photo)
+
+
+def flicker(frames: np.ndarray, window: tuple[slice, slice], mask: np.ndarray) -> float:
+    """Mean absolute frame-to-frame difference (grey levels) of the pixels where `mask` (over `window`) is set."""
+    region = frames[:, window[0], window[1]].astype(np.int16)
+    return float(np.abs(np.diff(region, axis=0))[:, mask].mean())
+
+
+def enhance_report(pipe, folder: Path, photo: np.ndarray, frames: int) -> None:
+    """GFPGAN's speed next to the generator's, and the flicker of a static-pose job with and without it."""
+    from pcavs.align import Paster, crop_to_generated, prepare_face
+
+    spec = importlib.util.spec_from_file_location("enhance_make_weights", ENHANCE_KIT / "make_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    checkpoint = folder / "GFPGANv1.4.pth"
+    torch.save({"params_ema": module.synth_state_dict()}, checkpoint)
+    speech, rate = sf.read(KIT / "inputs" / "speech.wav", dtype="float32")
+    audio = folder / f"enhance_{frames}.wav"
+    sf.write(audio, speech[: frames * 640], rate)
+    paster = Paster(photo, crop_to_generated(prepare_face(photo)[1].matrix))
+    mask = paster.mask[:, :, 0] > 0.5  # the pasted face, over paster.window
+
+    def job(**enhance):
+        timer = pipe.profile()
+        start = time.perf_counter()
+        result = pipe(face=photo, audio=audio, out=folder / "enhance.mp4", mode="full", progress=False,
+                      return_frames=True, **enhance)
+        return result.frames, time.perf_counter() - start, dict(timer.seconds)
+
+    plain, plain_total, plain_stages = job()
+    restored, total, stages = job(enhance="gfpgan", enhance_checkpoint=checkpoint)
+    print(f"\n## enhance=gfpgan: full mode, 1080p photo, photo's own pose, {frames} frames")
+    print(f"without: {plain_total / frames:.3f} s/frame; with: {total / frames:.3f} s/frame")
+    for stage, gflop in (("G", GFLOP["G"]), ("enhance", GFLOP["GFPGAN"])):
+        seconds = stages[stage] / frames
+        print(f"{stage:<8} {seconds:8.3f} s/frame  {gflop / seconds:6.0f} useful GFLOP/s ({gflop} GFLOP per frame)")
+    restorer = pipe._restorer[1]
+    faces = np.random.default_rng(0).integers(0, 256, (2, 512, 512, 3), dtype=np.uint8)
+    start = time.perf_counter()
+    restorer(faces)
+    seconds = (time.perf_counter() - start) / len(faces)
+    print(f"restorer alone, batch {restorer.default_batch_size()}: {seconds:.3f} s/face, "
+          f"{GFLOP['GFPGAN'] / seconds:.0f} useful GFLOP/s")
+    print(f"flicker inside the face mask (mean |frame_t - frame_t-1|, grey levels): without {flicker(plain, paster.window, mask):.2f}, "
+          f"gfpgan {flicker(restored, paster.window, mask):.2f}", end="")
+    for smooth in SMOOTHING:
+        smoothed = job(enhance="gfpgan", enhance_checkpoint=checkpoint, enhance_smooth=smooth)[0]
+        print(f", gfpgan + enhance_smooth={smooth} {flicker(smoothed, paster.window, mask):.2f}", end="")
+    print()
+
+
 def report(title: str, frames: int, total: float, stages: dict, distinct_poses: int, conv: float, matmul: float) -> None:
     useful = frames * (GFLOP["G"] + GFLOP["A_sync"]) + distinct_poses * GFLOP["E"] + GFLOP["V"] + GFLOP["E"]
     print(f"\n## {title}: {frames} frames in {total:.2f} s = {total / frames:.3f} s/frame ({frames / total:.2f} frames/s)")
@@ -111,6 +177,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--compile", action="store_true", help="torch.compile the generator")
     parser.add_argument("--full", action="store_true", help="also a full-mode job with a 1080p photo")
+    parser.add_argument("--enhance", action="store_true", help="also GFPGAN's speed and the flicker it adds")
+    parser.add_argument("--enhance-frames", type=int, default=8, help="frames of each --enhance job (default 8)")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     import pcavs
@@ -144,14 +212,10 @@ def main() -> None:
             diff = np.abs(ours.astype(int) - base.astype(int))
             print(f"{args.dtype} vs float32 output: max {diff.max()} levels, mean {diff.mean():.2f} levels per pixel")
         if args.full:
-            photo = np.full((1080, 1920, 3), 120, np.uint8)
-            face = cv2.cvtColor(cv2.imread(str(identity)), cv2.COLOR_BGR2RGB)
-            matrix = cv2.getRotationMatrix2D((112, 112), 4, 2.2)
-            matrix[:, 2] += (700, 200)
-            photo = np.where(cv2.warpAffine(np.ones((224, 224), np.uint8), matrix, (1920, 1080))[:, :, None] > 0,
-                             cv2.warpAffine(face, matrix, (1920, 1080)), photo)
-            result, total, stages = run_job(pipe, args.frames, folder, "full", photo, False)
+            result, total, stages = run_job(pipe, args.frames, folder, "full", photo_1080p(identity), False)
             report("full mode, 1080p photo, photo's own pose", result.num_frames, total, stages, 0, conv, matmul)
+        if args.enhance:
+            enhance_report(pipe, folder, photo_1080p(identity), args.enhance_frames)
     print(f"\npeak resident memory: {peak_rss_mb():.0f} MB")
 
 
