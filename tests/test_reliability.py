@@ -23,7 +23,7 @@ from pcavs.align import ANCHOR_TARGETS, similarity_transform
 from pcavs.demo import DEMO_FACE
 from pcavs.errors import InputError, OutOfMemoryError
 
-from conftest import INPUTS
+from kits import INPUTS
 from media import tone
 from media_av import ffmpeg
 
