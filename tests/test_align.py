@@ -213,7 +213,8 @@ def test_prepare_face_caches_by_content(tmp_path, monkeypatch, detector):
 def faceless_frame(index: int, size: tuple[int, int] = (380, 520)) -> np.ndarray:
     """A frame with no face: smooth stripes that differ from frame to frame, so a warp of it shows its matrix."""
     yy, xx = np.mgrid[0 : size[0], 0 : size[1]].astype(float)
-    planes = [40 + 0.3 * xx + 30 * np.sin(xx / 9.0 + index), 40 + 0.4 * yy + 30 * np.sin(yy / 7.0), 120 + 60 * np.sin((xx + yy) / 13.0)]
+    planes = [40 + 0.3 * xx + 30 * np.sin(xx / 9.0 + index), 40 + 0.4 * yy + 30 * np.sin(yy / 7.0),
+              120 + 60 * np.sin((xx + yy) / 13.0)]
     return np.clip(np.rint(np.stack(planes, -1)), 0, 255).astype(np.uint8)
 
 

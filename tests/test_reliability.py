@@ -161,8 +161,9 @@ def is_argument_list(command: ast.AST, parents: list[ast.AST]) -> bool:
         return is_argument_list(command.left, parents) and is_argument_list(command.right, parents)
     if isinstance(command, ast.Name):
         scope = next((p for p in reversed(parents) if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module))), None)
-        values = [n.value for n in ast.walk(scope) if isinstance(n, (ast.Assign, ast.AnnAssign)) and n.value is not None
-                  and any(isinstance(t, ast.Name) and t.id == command.id for t in (n.targets if isinstance(n, ast.Assign) else [n.target]))]
+        values = [node.value for node in ast.walk(scope) if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+                  and any(isinstance(target, ast.Name) and target.id == command.id
+                          for target in (node.targets if isinstance(node, ast.Assign) else [node.target]))]
         return bool(values) and all(is_argument_list(v, parents) for v in values)
     return False
 

@@ -349,7 +349,7 @@ def test_writer_refuses_bad_outputs_and_inputs(tmp_path, stereo):
     assert str(tmp_path / "no such folder") in str(error.value)
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
-    with pytest.raises(InputError, match="does not exist"):
+    with pytest.raises(InputError, match=r"does not exist \(a file has that name\)"):
         VideoWriter(blocker / "out.mp4", 160, 120)
     with pytest.raises(InputError, match="is a folder"):
         VideoWriter(tmp_path, 160, 120)
@@ -367,11 +367,19 @@ def test_writer_refuses_bad_outputs_and_inputs(tmp_path, stereo):
     assert leftover_files(tmp_path) == ["file.txt", "silent.mp4"]
 
 
-def test_writer_refuses_a_read_only_folder(tmp_path, monkeypatch):
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux's /proc")
+def test_writer_refuses_a_folder_where_no_file_can_be_created():
+    """Root too: /proc is a folder that refuses new files, though os.access tells root it may write there."""
+    with pytest.raises(InputError, match="^/proc: the output folder is not writable"):
+        VideoWriter("/proc/pcavs.mp4", 160, 120)
+    assert not os.path.exists("/proc/pcavs.mp4")
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into a read-only folder")
+def test_writer_refuses_a_read_only_folder(tmp_path):
     folder = tmp_path / "locked"
     folder.mkdir(mode=0o555)
-    if os.geteuid() == 0:  # root writes anywhere: pretend the folder is read-only
-        monkeypatch.setattr(video.os, "access", lambda path, mode: False)
     with pytest.raises(InputError, match="not writable") as error:
         VideoWriter(folder / "out.mp4", 160, 120)
     assert str(error.value).startswith(str(folder))
+    assert leftover_files(folder) == []
