@@ -379,7 +379,7 @@ def via_cli(job: dict, capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("interface", ["api", "cli"])
-@pytest.mark.parametrize("name", list(ROWS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if row.error is None else n for n, row in ROWS.items()])
 def test_catalogue_row(name, interface, tmp_path, synth_weights, monkeypatch, capsys):
     row = ROWS[name]
     job = {"out": tmp_path / "out.mp4", **row.build(tmp_path, synth_weights)}

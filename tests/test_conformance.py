@@ -115,6 +115,7 @@ def test_reference_pose_stereo_and_averaged_identity(refpose, golden):
     assert np.abs(refpose.faces[frames].astype(int) - expected.astype(int)).max() <= UINT8_TOL
 
 
+@pytest.mark.slow  # a minute of compiling
 def test_compiled_generator_gives_the_same_frames(synth_weights, pipeline, tmp_path):
     """compile=True (torch.compile of G; the short last batch padded to the compiled shape) keeps the output."""
     speech = tmp_path / "five frames.wav"

@@ -62,6 +62,7 @@ def start_and_interrupt(command: list[str], out: Path) -> tuple[int, int, str]:
     return process.returncode, peak, stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("interface", ["api", "cli"])
 def test_hours_long_audio_streams_in_flat_memory(tmp_path, hours_of_speech, interface):
     out = tmp_path / "talk.mp4"
