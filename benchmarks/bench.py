@@ -4,10 +4,10 @@ the same run's measured convolution (the best of the generator's own conv shapes
     python benchmarks/bench.py [--frames 48] [--batch-size 8] [--dtype float32|bfloat16|float16]
                                [--device cpu|cuda] [--compile] [--full] [--enhance [--enhance-frames 8]]
 
-The job: the conformance kit's aligned face and pose frames with weights synthesized by its
-rule (../shared/conformance), `crop` mode, audio cut to --frames frames. --full adds a run in
+The job: the conformance kit's aligned face and pose frames (tests/data/pcavs) with weights
+synthesized by its rule (tests/pcavs_weights.py), `crop` mode, audio cut to --frames frames. --full adds a run in
 `full` mode with a 1080p photo (the face placed into a 1920x1080 canvas, real detection and
-paste-back). --enhance adds GFPGAN v1.4 (weights synthesized by ../shared/enhance_conformance's rule):
+paste-back). --enhance adds GFPGAN v1.4 (weights synthesized by its kit's rule, tests/gfpgan_weights.py):
 its seconds per face and useful GFLOP/s next to the generator's, and the flicker of a static-pose
 full-mode job on that photo (mean absolute frame-to-frame difference inside the face mask) without
 restoration, with it, and with `enhance_smooth`. Figures are printed, never asserted.
@@ -15,7 +15,6 @@ restoration, with it, and with `enhance_smooth`. Figures are printed, never asse
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import sys
 import tempfile
@@ -28,8 +27,8 @@ import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-KIT = ROOT.parent / "shared" / "conformance"
-ENHANCE_KIT = ROOT.parent / "shared" / "enhance_conformance"
+KIT = ROOT / "tests" / "data" / "pcavs"
+sys.path.insert(0, str(ROOT / "tests"))
 # Useful work per frame (GFLOP): generator, pose encoder (per distinct pose frame), audio encoder; identity once per job;
 # GFPGAN per 512 face (torch.utils.flop_counter: 395.46 in convolutions, 0.08 in final_linear).
 GFLOP = {"G": 69.4, "E": 12.7, "A_sync": 0.94, "V": 8.6, "GFPGAN": 395.5}
@@ -37,12 +36,9 @@ SMOOTHING = (0.5, 0.8)  # enhance_smooth values measured against flicker
 
 
 def synthesize_weights(folder: Path) -> None:
-    spec = importlib.util.spec_from_file_location("make_weights", KIT / "make_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    manifest = module.load_manifest()
-    for net in ("G", "V", "E", "A_sync"):
-        torch.save(module.synth_state_dict(net, manifest), folder / f"latest_net_{net}.pth")
+    from pcavs_weights import write_checkpoints
+
+    write_checkpoints(folder)
 
 
 # The generator's own 3x3 convolution shapes (batch 4): the machine's float32 conv throughput is the best of them.
@@ -114,13 +110,10 @@ def flicker(frames: np.ndarray, window: tuple[slice, slice], mask: np.ndarray) -
 
 def enhance_report(pipe, folder: Path, photo: np.ndarray, frames: int) -> None:
     """GFPGAN's speed next to the generator's, and the flicker of a static-pose job with and without it."""
+    from gfpgan_weights import write_checkpoint
     from pcavs.align import Paster, crop_to_generated, prepare_face
 
-    spec = importlib.util.spec_from_file_location("enhance_make_weights", ENHANCE_KIT / "make_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    checkpoint = folder / "GFPGANv1.4.pth"
-    torch.save({"params_ema": module.synth_state_dict()}, checkpoint)
+    checkpoint = write_checkpoint(folder)
     speech, rate = sf.read(KIT / "inputs" / "speech.wav", dtype="float32")
     audio = folder / f"enhance_{frames}.wav"
     sf.write(audio, speech[: frames * 640], rate)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gfpgan_weights import FILENAME, gfpgan_checkpoint, synth_state_dict, write_checkpoint  # noqa: F401 (a fixture)
-from kits import DATA, kit_path, require_kit
+from kits import DATA, INPUTS, require_kit
 from pcavs import ffhq
 from pcavs.enhance import (
     ENV, Restorer, check_state_dict, default_path, find_checkpoint, load_gfpgan, read_checkpoint, verify_checkpoint,
@@ -252,18 +252,17 @@ def test_crop_to_ffhq_is_the_kits_similarity():
 
 
 def test_warp_from_a_photo_reproduces_the_kit_inputs():
-    """The kit's inputs are its 224 crops warped by S (bicubic, facexlib's grey outside); a photo holding that
-    crop at a known place gives the same face through S after the photo -> crop similarity."""
-    kit = require_kit("enhance_conformance")
-    source = read_rgb(kit_path("conformance") / "inputs" / "identity" / "000000.png")
-    assert np.array_equal(ffhq.warp_to_ffhq(source, ffhq.crop_to_ffhq()), read_rgb(kit / "inputs" / "000000.png"))
+    """The kit's input 0 is the PC-AVS kit's aligned face warped by S (bicubic, facexlib's grey outside); a photo
+    holding that crop at a known place gives the same face through S after the photo -> crop similarity."""
+    source, expected = read_rgb(INPUTS / "identity" / "000000.png"), read_rgb(INPUT_0)
+    assert np.array_equal(ffhq.warp_to_ffhq(source, ffhq.crop_to_ffhq()), expected)
     photo = np.full((700, 900, 3), 60, np.uint8)
     photo[250:474, 300:524] = source  # photo -> crop: a shift by (-300, -250)
     to_crop = np.array([[1.0, 0.0, -300.0], [0.0, 1.0, -250.0]])
     face = ffhq.warp_to_ffhq(photo, ffhq.photo_to_ffhq(to_crop))
     inside = ffhq.warp_affine(np.full((224, 224), 255, np.uint8), S, (512, 512)) == 255
     inside = cv2.erode(inside.astype(np.uint8), np.ones((11, 11), np.uint8)) > 0  # beyond the bicubic kernel's reach
-    assert np.abs(face[inside].astype(int) - read_rgb(kit / "inputs" / "000000.png")[inside]).max() <= 1  # OpenCV's fixed-point coordinates
+    assert np.abs(face[inside].astype(int) - expected[inside]).max() <= 1  # OpenCV's fixed-point coordinates
     assert (face[:60] == 60).all()  # above the crop: the photo, not grey
 
 

@@ -18,6 +18,7 @@ import soundfile as sf
 
 import pcavs
 from gfpgan_weights import FILENAME, gfpgan_checkpoint  # noqa: F401 (a fixture)
+from kits import INPUTS
 from media_av import ffmpeg
 from pcavs import enhance
 from pcavs.align import Paster, crop_to_generated, prepare_face, transform_points
@@ -29,8 +30,6 @@ from pcavs.ffhq import SIZE, photo_to_ffhq, warp_to_ffhq
 from pcavs.ffmpeg import probe
 from pcavs.images import read_image
 from pcavs.video import iter_frames, read_audio
-
-from conftest import INPUTS
 
 IDENTITY = INPUTS / "identity" / "000000.png"
 
