@@ -128,7 +128,8 @@ def enhance_report(pipe, folder: Path, photo: np.ndarray, frames: int) -> None:
         return result.frames, time.perf_counter() - start, dict(timer.seconds)
 
     plain, plain_total, plain_stages = job()
-    restored, total, stages = job(enhance="gfpgan", enhance_checkpoint=checkpoint)
+    enhanced = dict(enhance="gfpgan", enhance_checkpoint=checkpoint)
+    restored, total, stages = job(**enhanced)
     print(f"\n## enhance=gfpgan: full mode, 1080p photo, photo's own pose, {frames} frames")
     print(f"without: {plain_total / frames:.3f} s/frame; with: {total / frames:.3f} s/frame")
     for stage, gflop in (("G", GFLOP["G"]), ("enhance", GFLOP["GFPGAN"])):
@@ -141,12 +142,15 @@ def enhance_report(pipe, folder: Path, photo: np.ndarray, frames: int) -> None:
     seconds = (time.perf_counter() - start) / len(faces)
     print(f"restorer alone, batch {restorer.default_batch_size()}: {seconds:.3f} s/face, "
           f"{GFLOP['GFPGAN'] / seconds:.0f} useful GFLOP/s")
-    print(f"flicker inside the face mask (mean |frame_t - frame_t-1|, grey levels): without {flicker(plain, paster.window, mask):.2f}, "
-          f"gfpgan {flicker(restored, paster.window, mask):.2f}", end="")
-    for smooth in SMOOTHING:
-        smoothed = job(enhance="gfpgan", enhance_checkpoint=checkpoint, enhance_smooth=smooth)[0]
-        print(f", gfpgan + enhance_smooth={smooth} {flicker(smoothed, paster.window, mask):.2f}", end="")
-    print()
+    print("flicker inside the face mask (mean |frame_t - frame_t-1|, grey levels):")
+    for noise in ("fixed", "random"):  # random: fresh noise maps per frame in G and GFPGAN (GFPGAN's own default)
+        seeded = dict(noise=noise, seed=0 if noise == "random" else None)
+        figures = {"without": plain if noise == "fixed" else job(**seeded)[0],
+                   "gfpgan": restored if noise == "fixed" else job(**seeded, **enhanced)[0]}
+        for smooth in SMOOTHING:
+            figures[f"gfpgan + enhance_smooth={smooth}"] = job(**seeded, **enhanced, enhance_smooth=smooth)[0]
+        shown = ", ".join(f"{name} {flicker(frames, paster.window, mask):.2f}" for name, frames in figures.items())
+        print(f"  noise={noise}: {shown}")
 
 
 def report(title: str, frames: int, total: float, stages: dict, distinct_poses: int, conv: float, matmul: float) -> None:

@@ -146,6 +146,21 @@ def test_residual_smoothing_damps_flicker():
     assert np.abs(np.diff(shown, axis=0)).max() < 0.6 * np.abs(np.diff(after.astype(int), axis=0)).min()
 
 
+def test_enhance_options_from_text_and_their_limits():
+    parsed = pcavs.Options.from_strings({"enhance": "gfpgan", "enhance_weight": "0.25", "enhance_smooth": " 0.5 "})
+    assert parsed == pcavs.Options(enhance="gfpgan", enhance_weight=0.25, enhance_smooth=0.5)
+    assert pcavs.Options().enhance is None and pcavs.Options().enhance_weight == 1.0
+    for bad, message in (({"enhance": "codeformer"}, "enhance: 'codeformer' is not one of gfpgan"),
+                         ({"enhance_weight": -0.1}, "enhance_weight: -0.1 must be a number from 0 to 1"),
+                         ({"enhance_weight": True}, "enhance_weight: True must be a number"),
+                         ({"enhance_smooth": 1}, "enhance_smooth: 1 would freeze"),
+                         ({"enhance_checkpoint": 3}, "enhance_checkpoint: give the path")):
+        with pytest.raises(pcavs.InputError, match=message):
+            pcavs.Options(**bad)
+    with pytest.raises(pcavs.InputError, match="enhance_weight: 'half' must be a number from 0 to 1"):
+        pcavs.Options.from_strings({"enhance_weight": "half"})
+
+
 def test_bad_enhance_options_fail_in_one_line(tmp_path, speech):
     out = tmp_path / "x.mp4"
     job = ("generate", "--face", str(IDENTITY), "--aligned", "--audio", str(speech["one"]), "--out", str(out))
