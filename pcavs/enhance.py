@@ -8,6 +8,7 @@ restoration never reads are dropped. Faces are 512x512 RGB in GFPGAN's aligned (
 """
 from __future__ import annotations
 
+import gc
 import os
 import pickle
 import zipfile
@@ -16,8 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .download import fetch_file
 from .errors import InputError, NetworkError, WeightsError
 from .gfpgan import GFPGAN, SIZE, unused_shapes
+from .options import NOISE_MODES
 from .weights import cache_dir
 
 FILENAME = "GFPGANv1.4.pth"
@@ -26,7 +29,6 @@ CONTAINER_KEYS = ("params_ema", "params")  # GFPGAN's loader prefers the EMA wei
 ENV = "PCAVS_GFPGAN"
 CACHE_SUBDIR = "gfpgan"
 DOWNLOAD_HINT = "run `pcavs download gfpgan` (or `pcavs download gfpgan --from-file GFPGANv1.4.pth`)"
-NOISE_MODES = ("fixed", "random")
 
 
 def default_path() -> Path:
@@ -63,8 +65,6 @@ def download_checkpoint(
 ) -> Path:
     """Install GFPGANv1.4.pth (from the release, `url`, or a copy the user has) at `dest`: a file path, or a
     folder (default: the user cache). It must load strictly before it is renamed into place."""
-    from .download import fetch_file
-
     target = default_path() if dest is None else Path(dest).expanduser()
     if dest is not None and (target.is_dir() or target.suffix != ".pth"):
         target = target / FILENAME
@@ -146,6 +146,7 @@ def verify_checkpoint(path: Path, label: str | None = None) -> None:
     """Raise WeightsError (naming `label`, default the path) unless `path` loads as GFPGAN v1.4:
     the check a download must pass before it is installed."""
     load_gfpgan(path, label)
+    gc.collect()  # let go of the memory-mapped file before it is renamed (Windows)
 
 
 def to_input(faces: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
