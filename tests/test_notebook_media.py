@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 import types
 from dataclasses import fields
 from pathlib import Path
@@ -73,6 +74,12 @@ def opus_webm(tmp_path_factory) -> bytes:
 
 def data_url(mime: str, data: bytes) -> str:
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+@pytest.fixture(autouse=True)
+def _temp_in_tmp_path(monkeypatch, tmp_path):
+    """The copies of uploads and recordings go under the test's own folder."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
 
 
 # ---------------------------------------------------------------- how the browser fills a FileUpload
@@ -238,6 +245,7 @@ def test_both_fileupload_value_shapes(value, expected):
 def test_unsafe_upload_names_stay_in_their_folder():
     medium = notebook.keep("face", "../../evil/../me.jpg", DEMO_FACE.read_bytes())
     assert medium.name == "me.jpg" and medium.path.parent.name.startswith("pcavs-media-")
+    assert medium.path.parent.parent == Path(tempfile.gettempdir())
 
 
 def test_an_unknown_source_is_refused():

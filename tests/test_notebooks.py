@@ -48,7 +48,7 @@ def test_notebook_runs_and_shows_a_video(tmp_path, notebook, video):
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), "outputs are stripped in git"
     assert all(len(cell.source.splitlines()) <= 15 for cell in nb.cells if cell.cell_type == "code")
     shutil.copy(source, tmp_path / source.name)
-    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(nb, timeout=1800, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     shown = [o for o in cell_calling(nb, "show_video(").outputs if "text/html" in o.get("data", {})]
     assert shown and "<video" in shown[0]["data"]["text/html"] and "data:video/mp4;base64," in shown[0]["data"]["text/html"]
     info = probe(tmp_path / video)
