@@ -89,6 +89,18 @@ def test_the_install_cell_asks_pip_for_one_unpinned_requirement(monkeypatch):
     assert (wanted.name, wanted.extras, wanted.url, str(wanted.specifier)) == ("pcavs", {"notebook"}, f"git+{REPO}", "")
     text = "".join(cell.source for cell in nbformat.read(COLAB, as_version=4).cells)
     assert text.count("github.com/") == 1, "the repository address is written once"
+    badge = re.search(r"colab\.research\.google\.com/github/([^/]+/[^/]+)/", (ROOT / "README.md").read_text())
+    assert badge and f"https://github.com/{badge[1]}" == REPO, "the README's Open in Colab badge opens this repository"
+
+
+def test_the_colab_notebook_is_thin_and_in_order():
+    nb = nbformat.read(COLAB, as_version=4)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert all(not cell.outputs and len(cell.source.splitlines()) <= 15 for cell in code)
+    steps = ["PCAVS_PIP", "gpu_status()", "ensure_weights()", "MediaPicker(", "OptionsForm()", "pcavs.generate(",
+             "show_video(", "download("]
+    assert [next(i for i, cell in enumerate(code) if step in cell.source) for step in steps] == list(range(len(steps)))
+    assert any(cell.get("id") == "score-lip-sync" for cell in nb.cells), "the spot for the lip-sync score cell"
 
 
 def test_the_install_cell_takes_the_pypi_route(monkeypatch):
