@@ -7,7 +7,6 @@ outputs, deciding that an output is already a complete video, running one row on
 from __future__ import annotations
 
 import csv
-import dataclasses
 import difflib
 import glob
 import os
@@ -281,8 +280,7 @@ def run_job(pipeline: Callable[[], Any], job: Job, overwrite: bool) -> RowResult
             if frames is not None:
                 return result("skipped", frames=frames)
         job.out.parent.mkdir(parents=True, exist_ok=True)
-        options = dataclasses.asdict(job.options)
-        made = loaded()(job.face, job.audio, job.pose, job.out, **options)
+        made = loaded().run(job.face, job.audio, job.pose, job.out, job.options)
         return result("done", frames=made.num_frames)
     except WeightsError:
         raise
