@@ -158,7 +158,7 @@ def load_jobs(jobs: str | os.PathLike | Sequence[Mapping[str, Any]], defaults: O
     """Every row as a validated Job, or one InputError naming the first bad row (before any work starts)."""
     rows, base = read_rows(jobs)
     where = str(jobs) if isinstance(jobs, (str, os.PathLike)) else "jobs"
-    check_columns(set().union(*(row.keys() for _, row in rows)), where)
+    check_columns(dict.fromkeys(column for _, row in rows for column in row if column), where)
     defaults = defaults or Options()
     made, bad = [], []
     for number, row in rows:

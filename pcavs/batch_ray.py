@@ -61,8 +61,10 @@ def plan(resources: dict, node_cpus: list[float], workers: int | None) -> tuple[
         return workers or gpus, {"num_gpus": 1, "num_cpus": 1}, None
     cpus = int(resources.get("CPU", 1))
     count = workers or max(1, cpus // CPU_THREADS)
-    largest = int(max(node_cpus, default=cpus)) or 1  # one worker's CPUs must fit on one node
-    per = max(1, min(cpus // count, largest))
+    nodes = [int(n) for n in node_cpus] or [cpus]
+    per = max(1, cpus // count)
+    while per > 1 and sum(n // per for n in nodes) < count:  # each worker's CPUs must fit on one node
+        per -= 1
     return count, {"num_cpus": per}, per
 
 
@@ -104,9 +106,8 @@ def run_ray(jobs: list[Job], model: dict, overwrite: bool, done: Callable[[RowRe
     try:
         node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
         count, resources, threads = plan(ray.cluster_resources(), node_cpus, workers)
-        actor = ray.remote(Worker).options(**resources)
-        Dispatcher(ray, lambda: actor.remote(worker_model(model, "num_gpus" in resources), threads),
-                   min(count, len(jobs)), overwrite, done).run(jobs)
+        actor, arguments = ray.remote(Worker).options(**resources), worker_model(model, "num_gpus" in resources)
+        Dispatcher(ray, lambda: actor.remote(arguments, threads), min(count, len(jobs)), overwrite, done).run(jobs)
     finally:
         if owned:
             ray.shutdown()
@@ -169,7 +170,8 @@ class Dispatcher:
         try:
             result = self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as exc:  # raised past run_job: a failure of this row, not the worker's
-            self.done(RowResult(job.row, str(job.out), "failed", one_line(f"internal error: {getattr(exc, 'cause', None) or exc}")))
+            reason = one_line(f"internal error: {getattr(exc, 'cause', None) or exc}")
+            self.done(RowResult(job.row, str(job.out), "failed", reason))
             self.idle.append(worker)
             return
         except self.ray.exceptions.RayError as exc:  # the worker died under the row

@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch = commands.add_parser("batch", help="run every row of a CSV (face,audio,pose,out) with one model load")
     batch.add_argument("jobs", help="CSV file (face,audio,pose,out and any option as a column); paths relative to its folder")
     batch.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
-                       help="run on Ray: the cluster at $RAY_ADDRESS or a new local one, or the one at ADDRESS")
+                       help="run on Ray (after the jobs file): the cluster at $RAY_ADDRESS or a new local one, or the one at ADDRESS")
     batch.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else one per 4 CPUs)")
     batch.add_argument("--results", help="the results table (default: <jobs>.results.csv beside the jobs file)")
     batch.add_argument("--overwrite", action="store_true", help="redo rows whose output already is a complete video")

@@ -126,3 +126,12 @@ def test_ctrl_c_stops_the_workers_and_keeps_finished_videos(tmp_path, cluster, s
     while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
     assert ray.available_resources().get("CPU", 0) == 2
+
+
+def test_workers_share_out_the_cluster():
+    """One GPU each on a GPU cluster; else the CPUs shared out so that every worker fits on a node."""
+    assert batch_ray.plan({"CPU": 16, "GPU": 2}, [8, 8], None) == (2, {"num_gpus": 1, "num_cpus": 1}, None)
+    assert batch_ray.plan({"CPU": 2}, [2], 2) == (2, {"num_cpus": 1}, 1)
+    assert batch_ray.plan({"CPU": 2}, [2], None) == (1, {"num_cpus": 2}, 2)
+    assert batch_ray.plan({"CPU": 16}, [8, 8], None) == (4, {"num_cpus": 4}, 4)
+    assert batch_ray.plan({"CPU": 16}, [8, 8], 3) == (3, {"num_cpus": 4}, 4)  # 5 each would leave one unplaced
