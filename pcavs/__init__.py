@@ -1,4 +1,5 @@
 """pcavs: one photo + a voice (+ a head-motion video) -> a lip-synced talking-face video (PC-AVS, CVPR 2021)."""
+from .batch import batch
 from .download import download_weights, ensure_weights
 from .errors import InputError, NetworkError, OutOfMemoryError, PcavsError, WeightsError
 from .options import Options
@@ -6,6 +7,6 @@ from .pipeline import Pipeline, Result, generate
 
 __version__ = "0.1.0"
 __all__ = [
-    "generate", "Pipeline", "Result", "Options", "download_weights", "ensure_weights",
+    "generate", "batch", "Pipeline", "Result", "Options", "download_weights", "ensure_weights",
     "PcavsError", "InputError", "WeightsError", "NetworkError", "OutOfMemoryError", "__version__",
 ]

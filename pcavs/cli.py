@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import traceback
 import warnings
@@ -10,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import options
-from .errors import InputError, PcavsError, WeightsError
+from .errors import InputError, PcavsError
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -19,6 +18,7 @@ EXAMPLES = """examples:
   pcavs generate --face me.jpg --audio hello.mp3 --out me.mp4
   pcavs generate --face me.jpg --audio hello.wav --pose nod.mp4 --mode grid --out grid.mp4
   pcavs batch jobs.csv                         # columns face,audio,pose,out; one model load
+  pcavs batch jobs.csv --ray --workers 4       # the same rows on Ray (pip install "pcavs[ray]")
   pcavs download                               # fetch the released weights into the user cache
   pcavs convert --out pcavs_fp16.safetensors --dtype float16
 """
@@ -52,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     _job_options(gen)
 
     batch = commands.add_parser("batch", help="run every row of a CSV (face,audio,pose,out) with one model load")
-    batch.add_argument("jobs", help="CSV file; relative paths are relative to its folder")
+    batch.add_argument("jobs", help="CSV file (face,audio,pose,out and any option as a column); paths relative to its folder")
+    batch.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                       help="run on Ray (after the jobs file): the cluster at $RAY_ADDRESS or a new local one, or the one at ADDRESS")
+    batch.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else one per 4 CPUs)")
+    batch.add_argument("--results", help="the results table (default: <jobs>.results.csv beside the jobs file)")
+    batch.add_argument("--overwrite", action="store_true", help="redo rows whose output already is a complete video")
     _job_options(batch)
 
     demo = commands.add_parser("demo", help="run the bundled demo photo, voice and pose clip")
@@ -101,32 +106,18 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    jobs_path = Path(args.jobs)
+    from .batch import batch
+
     try:
-        with open(jobs_path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise InputError(f"{jobs_path}: cannot read the jobs file ({exc.strerror})") from None
-    missing = {"face", "audio", "out"} - set(rows[0].keys() if rows else ())
-    if not rows or missing:
-        raise InputError(f"{jobs_path}: needs a header face,audio,pose,out and at least one row")
-    base = jobs_path.resolve().parent
-
-    def path(value: str | None) -> Path | None:
-        return (base / value.strip()) if value and value.strip() else None
-
-    failed = 0
-    for number, row in enumerate(rows, start=2):
-        try:
-            result = _generate(path(row["face"]), path(row["audio"]), path(row.get("pose")), path(row["out"]), args)
-            print(f"row {number}: wrote {result.video}")
-        except WeightsError:  # no row can run
-            raise
-        except PcavsError as exc:
-            failed += 1
-            print(f"pcavs: row {number}: {exc}", file=sys.stderr)
-    print(f"{len(rows) - failed} of {len(rows)} jobs done")
-    return 2 if failed else 0
+        report = batch(args.jobs, ray=args.ray, workers=args.workers, results=args.results, overwrite=args.overwrite,
+                       **_model(args), **asdict(options.from_arguments(args)))
+    except KeyboardInterrupt:
+        print("pcavs: interrupted; the videos already finished are in place (run again to do the rest)", file=sys.stderr)
+        return 130
+    for row in report.failed:
+        print(f"pcavs: row {row.row}: {row.error}", file=sys.stderr)
+    print(report.summary())
+    return 2 if report.failed else 0
 
 
 def download_pcavs(args: argparse.Namespace) -> Path:
