@@ -82,12 +82,12 @@ def run_job(pipe, frames: int, folder: Path, mode: str, face, aligned: bool):
     sf.write(audio, speech[: frames * 640], rate)
     if not aligned:
         pose = [cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2RGB) for p in pose]
-    pipe.timer.seconds.clear()
+    timer = pipe.profile()
     start = time.perf_counter()
     result = pipe(face=face, audio=audio, pose=pose if aligned else None, out=folder / f"bench_{mode}.mp4",
                   mode=mode, aligned=aligned, progress=False, return_frames=False)
     total = time.perf_counter() - start
-    return result, total, dict(pipe.timer.seconds)
+    return result, total, dict(timer.seconds)
 
 
 def report(title: str, frames: int, total: float, stages: dict, distinct_poses: int, conv: float, matmul: float) -> None:

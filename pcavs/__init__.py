@@ -1,7 +1,11 @@
 """pcavs: one photo + a voice (+ a head-motion video) -> a lip-synced talking-face video (PC-AVS, CVPR 2021)."""
 from .download import download_weights, ensure_weights
-from .errors import InputError, PcavsError, WeightsError
+from .errors import InputError, NetworkError, OutOfMemoryError, PcavsError, WeightsError
+from .options import Options
 from .pipeline import Pipeline, Result, generate
 
 __version__ = "0.1.0"
-__all__ = ["generate", "Pipeline", "Result", "download_weights", "ensure_weights", "PcavsError", "InputError", "WeightsError", "__version__"]
+__all__ = [
+    "generate", "Pipeline", "Result", "Options", "download_weights", "ensure_weights",
+    "PcavsError", "InputError", "WeightsError", "NetworkError", "OutOfMemoryError", "__version__",
+]

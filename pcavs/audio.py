@@ -118,3 +118,9 @@ def frame_windows(mel: np.ndarray, frames: np.ndarray) -> np.ndarray:
     valid = (rows >= 0) & (rows < len(mel))
     windows = np.where(valid[..., None], mel[np.clip(rows, 0, len(mel) - 1)], 0.0)
     return np.ascontiguousarray(windows.transpose(0, 2, 1)[:, None], dtype=np.float32)
+
+
+def speech_features(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """A speech file -> (normalized mel spectrogram, number of video frames); the samples are not kept."""
+    samples = normalize_rms(load_audio(path))
+    return mel_spectrogram(samples), num_frames(len(samples))

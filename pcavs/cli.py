@@ -6,8 +6,10 @@ import csv
 import sys
 import traceback
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
+from . import options
 from .errors import InputError, PcavsError, WeightsError
 
 PACKAGE = Path(__file__).resolve().parent
@@ -17,24 +19,17 @@ EXAMPLES = """examples:
   pcavs generate --face me.jpg --audio hello.mp3 --out me.mp4
   pcavs generate --face me.jpg --audio hello.wav --pose nod.mp4 --mode grid --out grid.mp4
   pcavs batch jobs.csv                         # columns face,audio,pose,out; one model load
-  pcavs download                               # fetch the released weights into ./checkpoints/demo
+  pcavs download                               # fetch the released weights into the user cache
   pcavs convert --out pcavs_fp16.safetensors --dtype float16
 """
 
 
 def _job_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mode", choices=("full", "crop", "grid"), default="full", help="output frames (default: full)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps (default: auto)")
-    parser.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="network precision (default float32)")
+    parser.add_argument("--dtype", choices=options.DTYPE_NAMES, help="network precision (default float32)")
     parser.add_argument("--checkpoints", help="weights folder or slim .safetensors (default: $PCAVS_CHECKPOINTS, ./checkpoints/demo, the user cache)")
-    parser.add_argument("--noise", choices=("fixed", "random"), default="fixed", help="generator noise (default: fixed)")
-    parser.add_argument("--seed", type=int, help="seed for --noise random")
-    parser.add_argument("--pose-loop", choices=("pingpong", "loop", "hold"), default="pingpong")
-    parser.add_argument("--batch-size", type=int, help="frames per generator batch")
-    parser.add_argument("--aligned", action="store_true", help="inputs already are 224x224 PC-AVS crops")
-    parser.add_argument("--face-index", type=int, help="which face to use when a photo shows several (0 = largest)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the generator: ~1 min once, then faster (long jobs)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    options.add_arguments(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,10 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="pcavs_demo.mp4", help="the mp4 to write (default: pcavs_demo.mp4)")
     _job_options(demo)
 
-    download = commands.add_parser("download", help="fetch and verify the released weights")
-    download.add_argument("--dest", help="folder for latest_net_*.pth (default: ./checkpoints/demo)")
-    download.add_argument("--url", help="fetch demo.zip from this HTTP(S) address instead of Google Drive")
-    download.add_argument("--from-zip", help="install from a demo.zip you downloaded by hand")
+    download = commands.add_parser("download", help="fetch and verify released weights into the user cache")
+    download.add_argument("model", nargs="?", choices=tuple(DOWNLOADS), default="pcavs",
+                          help="which weights (default: pcavs, the PC-AVS checkpoint)")
+    download.add_argument("--dest", help="where to install them (default: the user cache, $PCAVS_HOME or ~/.cache/pcavs)")
+    download.add_argument("--url", help="fetch from this HTTP(S) address instead of the official one")
+    download.add_argument("--from-zip", help="pcavs: install from a demo.zip you downloaded by hand")
+    download.add_argument("--from-file", help="gfpgan, syncnet: install a copy of the file you already have")
 
     convert = commands.add_parser("convert", help="write one slim .safetensors with only the tensors inference reads")
     convert.add_argument("--checkpoints", help="weights folder (default: as for generate)")
@@ -76,21 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _options(args: argparse.Namespace) -> dict:
-    return dict(
-        mode=args.mode, noise=args.noise, seed=args.seed, pose_loop=args.pose_loop, batch_size=args.batch_size,
-        aligned=args.aligned, face_index=args.face_index, progress=not args.quiet,
-    )
-
-
 def _model(args: argparse.Namespace) -> dict:
     return dict(checkpoints=args.checkpoints, device=args.device, dtype=args.dtype, compile=args.compile)
 
 
-def run_generate(args: argparse.Namespace) -> int:
+def _generate(face, audio, pose, out, args: argparse.Namespace):
     from .pipeline import generate
 
-    result = generate(args.face, args.audio, args.pose, args.out, mouth=args.mouth, **_model(args), **_options(args))
+    return generate(face, audio, pose, out, **_model(args), **asdict(options.from_arguments(args)))
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    result = _generate(args.face, args.audio, args.pose, args.out, args)
     print(f"wrote {result.video} ({result.num_frames} frames at {result.fps} fps)")
     return 0
 
@@ -98,17 +93,14 @@ def run_generate(args: argparse.Namespace) -> int:
 def run_demo(args: argparse.Namespace) -> int:
     from .demo import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
     from .download import ensure_weights
-    from .pipeline import generate
 
     args.checkpoints = str(ensure_weights(args.checkpoints))
-    result = generate(DEMO_FACE, DEMO_AUDIO, DEMO_POSE, args.out, **_model(args), **_options(args))
+    result = _generate(DEMO_FACE, DEMO_AUDIO, DEMO_POSE, args.out, args)
     print(f"wrote {result.video} ({result.num_frames} frames at {result.fps} fps)")
     return 0
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    from .pipeline import generate
-
     jobs_path = Path(args.jobs)
     try:
         with open(jobs_path, newline="", encoding="utf-8-sig") as handle:
@@ -126,8 +118,7 @@ def run_batch(args: argparse.Namespace) -> int:
     failed = 0
     for number, row in enumerate(rows, start=2):
         try:
-            result = generate(path(row["face"]), path(row["audio"]), path(row.get("pose")), path(row["out"]),
-                              **_model(args), **_options(args))
+            result = _generate(path(row["face"]), path(row["audio"]), path(row.get("pose")), path(row["out"]), args)
             print(f"row {number}: wrote {result.video}")
         except WeightsError:  # no row can run
             raise
@@ -138,10 +129,19 @@ def run_batch(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-def run_download(args: argparse.Namespace) -> int:
+def download_pcavs(args: argparse.Namespace) -> Path:
     from .download import download_weights
 
-    print(f"weights ready in {download_weights(dest=args.dest, url=args.url, zip_path=args.from_zip)}")
+    if args.from_file:
+        raise InputError("--from-file is for single-file weights (gfpgan, syncnet); for PC-AVS use --from-zip demo.zip")
+    return download_weights(dest=args.dest, url=args.url, zip_path=args.from_zip)
+
+
+DOWNLOADS = {"pcavs": download_pcavs}  # model name -> installer; each returns where the weights now are
+
+
+def run_download(args: argparse.Namespace) -> int:
+    print(f"weights ready in {DOWNLOADS[args.model](args)}")
     return 0
 
 

@@ -6,8 +6,6 @@ import numpy as np
 
 from .align import CROP_SIZE, Paster, crop_to_generated, loader_view
 from .sources import Identity
-
-MODES = ("full", "crop", "grid")
 LABEL_HEIGHT = 24
 MAX_SIDE = 3840  # full mode: bigger photos are shown downscaled to 4K, which players and H.264 levels handle
 GRID_LABELS = ("reference", "generated", "pose")

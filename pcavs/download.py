@@ -24,13 +24,13 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
-from .errors import InputError, WeightsError
-from .weights import NETWORKS, checkpoint_filename, find_checkpoints, load_checkpoint_file
+from .errors import InputError, NetworkError, WeightsError
+from .weights import DEFAULT_SUBDIR, NETWORKS, cache_dir, checkpoint_filename, find_checkpoints, load_checkpoint_file
 
 DRIVE_ID = "1Zehr3JLIpzdg2S5zZrhIbpYPKF-4gKU_"
 DRIVE_LINK = f"https://drive.google.com/file/d/{DRIVE_ID}"
-DEFAULT_DEST = Path("checkpoints") / "demo"
 KNOWN_SHA256: dict[str, str] = {}  # file name -> SHA-256 of the released file; checked when present
 MAX_DOWNLOAD_BYTES = 2 << 30  # the zip itself (the released one is about 600 MB)
 MAX_TOTAL_BYTES = 2 << 30  # everything unpacked from it
@@ -49,7 +49,7 @@ def download_weights(
     zip_path: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> Path:
-    """Install latest_net_{G,V,E,A_sync}.pth into `dest` (default ./checkpoints/demo) and return `dest`.
+    """Install latest_net_{G,V,E,A_sync}.pth into `dest` (default: the user cache, $PCAVS_HOME/demo) and return `dest`.
 
     Source: `zip_path` (a demo.zip on disk), else `url` (any HTTP(S) address), else Google Drive.
     When the four files are already in `dest` nothing is read or fetched. Raises WeightsError
@@ -59,7 +59,7 @@ def download_weights(
         raise InputError("give either url= (--url) or zip_path= (--from-zip), not both")
     if url is not None and urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
         raise InputError(f"url={url!r}: not an http:// or https:// address; for a file on disk use zip_path= (--from-zip)")
-    shown = Path(dest).expanduser() if dest is not None else DEFAULT_DEST
+    shown = Path(dest).expanduser() if dest is not None else cache_dir() / DEFAULT_SUBDIR
     dest = shown.resolve() if shown.is_symlink() else shown  # install into the folder a link points at
     if weights_complete(dest):
         return shown
@@ -101,7 +101,7 @@ def weights_complete(folder: str | os.PathLike) -> bool:
 
 
 def ensure_weights(checkpoints: str | os.PathLike | None = None) -> Path:
-    """Where the weights are (see `find_checkpoints`); with none anywhere, download them to ./checkpoints/demo."""
+    """Where the weights are (see `find_checkpoints`); with none anywhere, download them into the user cache."""
     try:
         return find_checkpoints(checkpoints)
     except WeightsError:
@@ -109,6 +109,55 @@ def ensure_weights(checkpoints: str | os.PathLike | None = None) -> Path:
             raise
     print("pcavs: no weights yet; downloading the released checkpoint (about 600 MB) first")
     return download_weights()
+
+
+def fetch_file(
+    url: str,
+    dest: str | os.PathLike,
+    verify: Callable[[Path], None],
+    *,
+    from_file: str | os.PathLike | None = None,
+    progress: bool = True,
+    command: str = "pcavs download",
+) -> Path:
+    """Install one weights file at `dest`: downloaded from `url` (or copied from `from_file`), checked by
+    `verify(path)` (which raises WeightsError for a wrong file), then renamed into place.
+
+    An existing `dest` is kept as it is. Nothing is left behind when anything fails.
+    """
+    dest = Path(dest).expanduser()
+    if dest.is_file():
+        return dest
+    name = dest.name
+    by_hand = f"download {url} by hand and run `{command} --from-file {name}`"
+    source = Path(from_file).expanduser() if from_file is not None else None
+    if source is not None and not source.is_file():
+        raise WeightsError(f"{source}: no such file; give the path of {name}")
+    created = _make_folder(dest.parent)
+    try:
+        try:
+            workspace = tempfile.TemporaryDirectory(prefix=_TEMP_PREFIX, dir=dest.parent, ignore_cleanup_errors=True)
+        except OSError as exc:
+            raise WeightsError(f"{dest.parent}: cannot write there ({_reason(exc)}); choose another destination") from None
+        with workspace as tmp:
+            temp = Path(tmp) / name
+            if source is None:
+                _http_get(url, temp, progress, name, by_hand)
+            else:
+                try:
+                    shutil.copyfile(source, temp)
+                except OSError as exc:
+                    raise _cannot_write(temp, exc) from None
+            verify(temp)
+            os.replace(temp, dest)
+    except BaseException:
+        for folder in created:  # only folders this call made, and only while empty
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+    return dest
 
 
 # ---------------------------------------------------------------------------- destination
@@ -192,8 +241,8 @@ def _local_zip(zip_path: str | os.PathLike) -> Path:
     return path
 
 
-def _failed(source: str, reason: str) -> WeightsError:
-    return WeightsError(f"downloading the weights from {source} failed ({reason}); check the connection, or {BY_HAND}")
+def _failed(source: str, reason: str, by_hand: str = BY_HAND) -> NetworkError:
+    return NetworkError(f"downloading the weights from {source} failed ({reason}); check the connection, or {by_hand}")
 
 
 def _fetch(url: str | None, target: Path, progress: bool) -> Path:
@@ -230,7 +279,8 @@ def _gdown(url: str | None, target: Path, progress: bool) -> None:
         raise _failed(source, "Google Drive sent a web page instead of demo.zip, often its download quota; try again later")
 
 
-def _http_get(url: str, target: Path, progress: bool) -> None:
+def _http_get(url: str, target: Path, progress: bool, name: str = "demo.zip", by_hand: str = BY_HAND) -> None:
+    """Stream `url` into `target` with a progress bar; NetworkError (one line) on any failure."""
     from tqdm.auto import tqdm
 
     from . import __version__
@@ -239,37 +289,37 @@ def _http_get(url: str, target: Path, progress: bool) -> None:
     try:
         response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
     except urllib.error.HTTPError as exc:
-        raise _failed(url, f"HTTP {exc.code} {_reason(exc)}") from None
+        raise _failed(url, f"HTTP {exc.code} {_reason(exc)}", by_hand) from None
     except (OSError, http.client.HTTPException, ValueError) as exc:
-        raise _failed(url, _reason(exc)) from None
+        raise _failed(url, _reason(exc), by_hand) from None
     with response:
         length = response.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
         if total is not None and total > MAX_DOWNLOAD_BYTES:
-            raise _failed(url, f"the server offers {total >> 20} MiB, far more than demo.zip")
+            raise _failed(url, f"the server offers {total >> 20} MiB, far more than {name}", by_hand)
         received = 0
         try:
             out = open(target, "wb")
         except OSError as exc:
             raise _cannot_write(target, exc) from None
-        with out, tqdm(total=total, unit="B", unit_scale=True, desc="demo.zip", disable=not progress) as bar:
+        with out, tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
             while True:
                 try:
                     chunk = response.read(CHUNK)
                 except (OSError, http.client.HTTPException) as exc:
-                    raise _failed(url, f"after {received} bytes: {_reason(exc)}") from None
+                    raise _failed(url, f"after {received} bytes: {_reason(exc)}", by_hand) from None
                 if not chunk:
                     break
                 received += len(chunk)
                 if received > MAX_DOWNLOAD_BYTES:
-                    raise _failed(url, f"more than {MAX_DOWNLOAD_BYTES >> 20} MiB, far more than demo.zip")
+                    raise _failed(url, f"more than {MAX_DOWNLOAD_BYTES >> 20} MiB, far more than {name}", by_hand)
                 try:
                     out.write(chunk)
                 except OSError as exc:
                     raise _cannot_write(target, exc) from None
                 bar.update(len(chunk))
     if total is not None and received != total:
-        raise _failed(url, f"the connection closed after {received} of {total} bytes")
+        raise _failed(url, f"the connection closed after {received} of {total} bytes", by_hand)
 
 
 def _cannot_write(target: Path, exc: OSError) -> WeightsError:

@@ -1,4 +1,5 @@
-"""Error types: what went wrong is the user's input, or ours."""
+"""Error types: every error pcavs raises on purpose is a `PcavsError` with a one-line message
+that names the file or argument and what to do. Callers catch the kinds separately."""
 
 
 class PcavsError(Exception):
@@ -6,8 +7,16 @@ class PcavsError(Exception):
 
 
 class InputError(PcavsError):
-    """A file or argument the user gave cannot be used; the message says which and what to do."""
+    """A file or argument the user gave cannot be used (or the output cannot be written)."""
 
 
-class WeightsError(InputError):
+class WeightsError(PcavsError):
     """Checkpoint files are missing, truncated, unsafe, or belong to another model."""
+
+
+class NetworkError(PcavsError):
+    """Downloading weights failed: the connection, the server, or a quota; trying again may work."""
+
+
+class OutOfMemoryError(PcavsError):
+    """Even the smallest batch does not fit in the device's memory."""

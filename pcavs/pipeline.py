@@ -4,13 +4,12 @@
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -18,14 +17,14 @@ import torch
 from . import audio as audio_fe
 from .allocator import reuse_freed_memory
 from .align import loader_view
-from .compose import MODES, Composer
-from .errors import InputError
+from .compose import Composer
+from .errors import InputError, OutOfMemoryError
+from .options import Options, job_options
 from .sources import Identity, Media, aligned_frames, as_list, describe, load_identities
 from .video import VideoWriter
 from .weights import Networks, find_checkpoints, load_networks
 
-NOISE_MODES = ("fixed", "random")
-POSE_LOOPS = ("pingpong", "loop", "hold")
+T = TypeVar("T")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -107,31 +106,19 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def check_inputs(
-    face, audio, pose, mouth, out, mode: str, noise: str, pose_loop: str, batch_size: int | None
-) -> None:
-    """Validate every argument before any model work; errors name the argument and the fix."""
+def check_inputs(face, audio, pose, out, options: Options) -> None:
+    """Validate the media and the output before any model work; errors name the argument and the fix."""
     faces = as_list(face) if face is not None else []
     if not faces:
         raise InputError("face: give a photo path, an RGB array, or a list of them")
     for item in faces:
         if not isinstance(item, np.ndarray) and not Path(item).is_file():
             raise InputError(f"face: {item}: file not found")
-    if audio is None and mouth is None:
+    if audio is None and options.mouth is None:
         raise InputError("audio: give a speech file (wav, mp3, m4a, ...) or a video with sound")
-    for name, value in (("audio", audio), ("pose", pose), ("mouth", mouth)):
+    for name, value in (("audio", audio), ("pose", pose), ("mouth", options.mouth)):
         if isinstance(value, (str, os.PathLike)) and not Path(value).exists():
             raise InputError(f"{name}: {value}: file not found")
-    if mouth is not None and not isinstance(mouth, (str, os.PathLike)):
-        raise InputError("mouth: give the path of a video (or a folder of frames) whose mouth motion drives the face")
-    if mode not in MODES:
-        raise InputError(f"mode: {mode!r} is not one of {', '.join(MODES)}")
-    if noise not in NOISE_MODES:
-        raise InputError(f"noise: {noise!r} is not one of {', '.join(NOISE_MODES)}")
-    if pose_loop not in POSE_LOOPS:
-        raise InputError(f"pose_loop: {pose_loop!r} is not one of {', '.join(POSE_LOOPS)}")
-    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-        raise InputError(f"batch_size: {batch_size!r} must be a positive integer")
     if out is not None:
         folder = Path(out).expanduser().resolve().parent
         if not folder.is_dir():
@@ -143,17 +130,16 @@ def check_inputs(
 
 
 class StageTimer:
-    """Cumulative wall-clock seconds per stage of the jobs run so far (read by benchmarks/bench.py)."""
+    """Cumulative wall-clock seconds per stage of the jobs run so far (`Pipeline.profile()`; read by benchmarks)."""
 
     def __init__(self, device: torch.device):
         self.device = device
         self.seconds: dict[str, float] = {}
 
-    @contextlib.contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
+    def run(self, stage: str, work: Callable[..., T], *args, **kwargs) -> T:
         start = time.perf_counter()
         try:
-            yield
+            return work(*args, **kwargs)
         finally:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
@@ -166,7 +152,7 @@ class Pipeline:
     def __init__(self, networks: Networks, device: torch.device, dtype: torch.dtype = torch.float32, compile: bool = False):
         self.device = device
         self.dtype = dtype
-        self.timer = StageTimer(device)
+        self.timer: StageTimer | None = None
         if device.type == "cpu":
             reuse_freed_memory()
         self.networks = networks.to(device)
@@ -194,89 +180,76 @@ class Pipeline:
     def default_batch_size(self) -> int:
         return 32 if self.device.type != "cpu" else 4  # CPU: small batches keep activations in cache
 
-    @torch.inference_mode()
+    def profile(self) -> StageTimer:
+        """Time every stage of the following jobs (cumulative seconds in the returned timer's `seconds`)."""
+        self.timer = StageTimer(self.device)
+        return self.timer
+
+    def _stage(self, name: str, work: Callable[..., T], *args, **kwargs) -> T:
+        return work(*args, **kwargs) if self.timer is None else self.timer.run(name, work, *args, **kwargs)
+
     def __call__(
         self,
         face: Media | Sequence[Media],
         audio: str | os.PathLike | None = None,
         pose: Media | Sequence[Media] | None = None,
         out: str | os.PathLike | None = "result.mp4",
-        *,
-        mode: str = "full",
-        mouth: str | os.PathLike | None = None,
-        aligned: bool = False,
-        noise: str = "fixed",
-        seed: int | None = None,
-        pose_loop: str = "pingpong",
-        face_index: int | None = None,
-        detector: str = "litert",
-        batch_size: int | None = None,
-        return_frames: bool = False,
-        progress: bool = True,
+        **options,
     ) -> Result:
-        """Make the talking-face video. See `pcavs.generate` for the arguments."""
-        check_inputs(face, audio, pose, mouth, out, mode, noise, pose_loop, batch_size)
-        batch_size = batch_size or self.default_batch_size()
-        timer = self.timer
-        with timer("detect+align photo"):
-            identities = load_identities(face, aligned, detector, face_index)
-        with timer("audio"):
-            samples = audio_fe.normalize_rms(audio_fe.load_audio(audio if audio is not None else mouth))
-            count = audio_fe.num_frames(len(samples))
-            mel = audio_fe.mel_spectrogram(samples)
-            del samples  # hours of audio: only the spectrogram is needed from here on
-        with timer("identity"):
-            spatial, pooled, reference_pose = self._identity(identities)
-        with timer("pose"):
-            pose_codes, pose_crops = self._pose_codes(pose, aligned, detector, count, batch_size, keep=mode == "grid")
-        with timer("mouth video"):
-            mouth_codes = self._video_mouth_codes(mouth, aligned, detector, count, batch_size) if mouth is not None else None
-        composer = Composer(mode, identities[0])
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        keep_faces = return_frames or out is None
-        faces, frames = [], []
+        """Make the talking-face video. See `pcavs.generate` for the arguments and `pcavs.options.Options`."""
+        return self.run(face, audio, pose, out, job_options(**options))
+
+    @torch.inference_mode()
+    def run(self, face, audio, pose, out, options: Options) -> Result:
+        """One job with validated `options`: media -> codes -> generator batches -> frames -> mp4."""
+        check_inputs(face, audio, pose, out, options)
+        sound = audio if audio is not None else options.mouth
+        batch_size = options.batch_size or self.default_batch_size()
+        identities = self._stage("detect+align photo", load_identities, face, options.aligned, options.detector,
+                                 options.face_index)
+        mel, count = self._stage("audio", audio_fe.speech_features, sound)
+        spatial, pooled, reference_pose = self._stage("identity", self._identity, identities)
+        pose_codes, pose_crops = self._stage("pose", self._pose_codes, pose, options, count, batch_size)
+        mouth_codes = self._stage("mouth video", self._video_mouth_codes, options, count, batch_size)
+        composer = Composer(options.mode, identities[0])
+        output = Output(out, composer, sound, keep_faces=options.return_frames or out is None,
+                        keep_frames=options.return_frames)
+        generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
 
         from tqdm.auto import tqdm
 
-        writer = VideoWriter(out, *composer.size(), audio=audio if audio is not None else mouth) if out else None
-        with tqdm(total=count, unit="frame", disable=not progress, desc="pcavs") as bar, (writer or _Null()):
+        with tqdm(total=count, unit="frame", disable=not options.progress, desc="pcavs") as bar, output:
             for start in range(0, count, batch_size):
                 indices = np.arange(start, min(count, start + batch_size))
-                with timer("A_sync"):
-                    if mouth_codes is None:
-                        windows = torch.from_numpy(audio_fe.frame_windows(mel, indices)).to(self.device, self.dtype)
-                        mouth_code = self.networks.E.mouth_code_from_audio(self.networks.A_sync(windows))
-                    else:
-                        mouth_code = mouth_codes[loop_index(indices, len(mouth_codes), "hold")]
-                if pose_codes is None:
-                    pose_index, pose_code = None, reference_pose.expand(len(indices), -1)
-                else:
-                    pose_index = loop_index(indices, len(pose_codes), pose_loop)
-                    pose_code = pose_codes[pose_index]
-                style = torch.cat([pooled.expand(len(indices), -1), mouth_code, pose_code], dim=1)
-                noise_maps = None if noise == "fixed" else self.networks.G.random_noise(len(indices), generator)
-                if noise_maps is not None:
-                    noise_maps = [n.to(self.dtype) for n in noise_maps]
-                with timer("G"):
-                    batch_faces = self._generate(spatial, *self._padded(style, noise_maps, batch_size))[: len(indices)]
-                for k, generated in enumerate(batch_faces):
-                    pose_crop = pose_crops[pose_index[k]] if pose_crops is not None and pose_index is not None else None
-                    with timer("compose"):
-                        frame = composer(generated, pose_crop)
-                    if writer is not None:
-                        with timer("encode"):
-                            writer.write(frame)
-                    if keep_faces:
-                        faces.append(generated)
-                        if return_frames:
-                            frames.append(frame)
+                mouth = self._stage("A_sync", self._mouth_codes, mel, indices, mouth_codes)
+                pose_index, pose_code = self._batch_pose(indices, pose_codes, reference_pose, options.pose_loop)
+                style = torch.cat([pooled.expand(len(indices), -1), mouth, pose_code], dim=1)
+                noise = self._noise(len(indices), options.noise, generator)
+                faces = self._stage("G", self._generate, spatial, *self._padded(style, noise, batch_size))
+                pose_frames = [pose_crops[i] for i in pose_index] if pose_crops is not None else None
+                self._stage("compose+encode", output.add, faces[: len(indices)], pose_frames)
                 bar.update(len(indices))
-        return Result(
-            video=Path(out) if out else None,
-            num_frames=count,
-            faces=np.stack(faces) if keep_faces else None,
-            frames=np.stack(frames) if return_frames else None,
-        )
+        return output.result(count)
+
+    def _mouth_codes(self, mel: np.ndarray, indices: np.ndarray, video_codes: torch.Tensor | None) -> torch.Tensor:
+        """Mouth codes of a batch of frames: A_sync on their mel windows, or the mouth video's codes."""
+        if video_codes is not None:
+            return video_codes[loop_index(indices, len(video_codes), "hold")]
+        windows = torch.from_numpy(audio_fe.frame_windows(mel, indices)).to(self.device, self.dtype)
+        return self.networks.E.mouth_code_from_audio(self.networks.A_sync(windows))
+
+    @staticmethod
+    def _batch_pose(indices: np.ndarray, codes: torch.Tensor | None, reference: torch.Tensor, loop: str):
+        """Which pose frame drives each frame of the batch (None: the photo's own pose) and its codes."""
+        if codes is None:
+            return None, reference.expand(len(indices), -1)
+        index = loop_index(indices, len(codes), loop)
+        return index, codes[index]
+
+    def _noise(self, count: int, mode: str, generator: torch.Generator | None) -> list[torch.Tensor] | None:
+        if mode == "fixed":
+            return None
+        return [n.to(self.dtype) for n in self.networks.G.random_noise(count, generator)]
 
     def _padded(self, style: torch.Tensor, noise: list[torch.Tensor] | None, size: int):
         """A compiled generator keeps one batch shape: the last, short batch is padded by repeating its last frame."""
@@ -292,7 +265,7 @@ class Pipeline:
             return to_uint8(self.networks.G(spatial, style, noise))
         except torch.OutOfMemoryError:
             if len(style) == 1:
-                raise InputError(
+                raise OutOfMemoryError(
                     f"{self.device}: out of memory even for one frame; close other GPU work, use dtype='float16', "
                     "or device='cpu'"
                 ) from None
@@ -315,38 +288,71 @@ class Pipeline:
         return spatial.mean(0, keepdim=True), pooled.mean(0, keepdim=True), self.networks.E.headpose_code(feature)
 
     def _pose_codes(
-        self, pose, aligned: bool, detector: str, limit: int, batch_size: int, keep: bool
+        self, pose, options: Options, limit: int, batch_size: int
     ) -> tuple[torch.Tensor | None, np.ndarray | None]:
-        """Head-pose codes, once per distinct pose frame (only the first `limit` frames can be shown)."""
+        """Head-pose codes, once per distinct pose frame (only the first `limit` frames can be shown);
+        the aligned pose crops too, for the grid."""
         if pose is None:
             return None, None
         codes, kept = [], []
-        for batch in batched(aligned_frames(pose, aligned, detector, limit), batch_size):
+        for batch in batched(aligned_frames(pose, options.aligned, options.detector, limit), batch_size):
             crops = np.stack(batch)
             codes.append(self.networks.E.headpose_code(self.networks.E(self._encode(crops))))
-            if keep:
+            if options.mode == "grid":
                 kept.append(crops)
         if not codes:
             raise InputError(f"pose: {describe(pose)}: holds no frames; give a video, a folder of frames or an image")
-        return torch.cat(codes), (np.concatenate(kept) if keep else None)
+        return torch.cat(codes), (np.concatenate(kept) if kept else None)
 
-    def _video_mouth_codes(self, mouth, aligned: bool, detector: str, limit: int, batch_size: int) -> torch.Tensor:
+    def _video_mouth_codes(self, options: Options, limit: int, batch_size: int) -> torch.Tensor | None:
         """Mouth codes from a video's frames (experimental: the model was trained mainly on audio)."""
+        if options.mouth is None:
+            return None
         codes = [
             self.networks.E.mouth_code_from_video(self.networks.E(self._encode(np.stack(batch))))
-            for batch in batched(aligned_frames(mouth, aligned, detector, limit), batch_size)
+            for batch in batched(aligned_frames(options.mouth, options.aligned, options.detector, limit), batch_size)
         ]
         if not codes:
-            raise InputError(f"mouth: {describe(mouth)}: holds no frames")
+            raise InputError(f"mouth: {describe(options.mouth)}: holds no frames")
         return torch.cat(codes)
 
 
-class _Null:
-    def __enter__(self):
+class Output:
+    """Where the frames of one job go: the composed frames into the mp4, the faces/frames into the result."""
+
+    def __init__(self, out, composer: Composer, sound, keep_faces: bool, keep_frames: bool):
+        self.out = Path(out) if out else None
+        self.composer = composer
+        self.writer = VideoWriter(out, *composer.size(), audio=sound) if out else None
+        self.faces: list[np.ndarray] | None = [] if keep_faces else None
+        self.frames: list[np.ndarray] | None = [] if keep_frames else None
+
+    def __enter__(self) -> "Output":
+        if self.writer is not None:
+            self.writer.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        return None
+        if self.writer is not None:
+            self.writer.__exit__(*exc)
+
+    def add(self, faces: np.ndarray, pose_crops: list[np.ndarray] | None) -> None:
+        for k, face in enumerate(faces):
+            frame = self.composer(face, pose_crops[k] if pose_crops is not None else None)
+            if self.writer is not None:
+                self.writer.write(frame)
+            if self.faces is not None:
+                self.faces.append(face)
+            if self.frames is not None:
+                self.frames.append(frame)
+
+    def result(self, count: int) -> Result:
+        return Result(
+            video=self.out,
+            num_frames=count,
+            faces=np.stack(self.faces) if self.faces is not None else None,
+            frames=np.stack(self.frames) if self.frames is not None else None,
+        )
 
 
 _CACHE: dict[tuple, Pipeline] = {}
@@ -373,19 +379,17 @@ def generate(
     out: the mp4 to write, or None to only return `result.faces`.
     checkpoints, device, dtype, compile: as for `Pipeline.from_pretrained`; the loaded
     pipeline is kept for the next call with the same ones.
-    Options: mode ("full" | "crop" | "grid"), mouth (video driving the mouth; experimental),
-    aligned (inputs already are 224x224 PC-AVS crops), noise ("fixed" | "random"), seed,
-    pose_loop ("pingpong" | "loop" | "hold"), face_index, detector, batch_size,
-    return_frames, progress.
+    Options (see `pcavs.options.Options`): mode ("full" | "crop" | "grid"), mouth (video
+    driving the mouth; experimental), aligned (inputs already are 224x224 PC-AVS crops),
+    noise ("fixed" | "random"), seed, pose_loop ("pingpong" | "loop" | "hold"), face_index,
+    detector, batch_size, return_frames, progress.
     """
-    check_inputs(
-        face, audio, pose, options.get("mouth"), out, options.get("mode", "full"), options.get("noise", "fixed"),
-        options.get("pose_loop", "pingpong"), options.get("batch_size"),
-    )
+    job = job_options(**options)
+    check_inputs(face, audio, pose, out, job)
     resolved = resolve_device(device)
     key = (str(find_checkpoints(checkpoints).resolve()), str(resolved), str(resolve_dtype(dtype, resolved)), compile)
     if key not in _CACHE:
         pipeline = Pipeline.from_pretrained(checkpoints, device=str(resolved), dtype=dtype, compile=compile)
         _CACHE.clear()  # one set of networks in memory at a time
         _CACHE[key] = pipeline
-    return _CACHE[key](face, audio, pose, out, **options)
+    return _CACHE[key].run(face, audio, pose, out, job)

@@ -17,8 +17,8 @@ import torch
 
 from pcavs import download
 from pcavs.cli import main
-from pcavs.errors import InputError, WeightsError
-from pcavs.weights import load_networks
+from pcavs.errors import InputError, NetworkError, WeightsError
+from pcavs.weights import find_checkpoints, load_networks
 
 NETS = ("G", "V", "E", "A_sync")
 INSTALLED = sorted(f"latest_net_{n}.pth" for n in NETS)
@@ -157,12 +157,22 @@ def test_url_installs_then_second_call_does_nothing(tmp_path, server, synth_weig
     assert len(hits) == count and time.perf_counter() - start < 1  # found, not fetched again
 
 
-def test_cli_from_zip_into_default_dest(tmp_path, zips, monkeypatch, capsys):
+@pytest.mark.no_weights_env
+def test_cli_from_zip_into_the_user_cache(tmp_path, zips, monkeypatch, capsys):
+    """The default destination is the user cache ($PCAVS_HOME/demo), found from any folder afterwards."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("PCAVS_HOME", str(home))
+    monkeypatch.delenv("PCAVS_CHECKPOINTS", raising=False)
     monkeypatch.chdir(tmp_path)
     assert main(["download", "--from-zip", str(zips["root"])]) == 0  # the files at the zip root
-    assert "checkpoints/demo" in capsys.readouterr().out.replace(os.sep, "/")
-    assert leftovers(tmp_path / "checkpoints" / "demo") == INSTALLED
-    assert leftovers(tmp_path / "checkpoints") == ["demo"]
+    assert str(home / "demo") in capsys.readouterr().out
+    assert leftovers(home / "demo") == INSTALLED
+    assert leftovers(home) == ["demo"]
+    assert not (tmp_path / "checkpoints").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert find_checkpoints() == home / "demo"
 
 
 @pytest.mark.parametrize("case, message", [
@@ -191,7 +201,7 @@ def test_broken_archive_leaves_nothing(tmp_path, server, zips, case, message):
 def test_failed_download_names_the_manual_route(tmp_path, server, where, reason):
     base, _ = server
     url = f"http://127.0.0.1:{closed_port()}/demo.zip" if where == "unreachable" else f"{base}/{where}"
-    with pytest.raises(WeightsError, match="downloading the weights from .* failed") as exc:
+    with pytest.raises(NetworkError, match="downloading the weights from .* failed") as exc:
         download.download_weights(tmp_path / "demo", url=url)  # with the progress bar
     text = one_line(exc)
     assert reason in text and download.DRIVE_LINK in text and BY_HAND in text
@@ -204,7 +214,7 @@ def test_silent_server_times_out(tmp_path, monkeypatch):
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
         start = time.perf_counter()
-        with pytest.raises(WeightsError, match=r"failed \(timed out\)") as exc:
+        with pytest.raises(NetworkError, match=r"failed \(timed out\)") as exc:
             download.download_weights(tmp_path / "demo", url=f"http://127.0.0.1:{silent.getsockname()[1]}/demo.zip")
     assert time.perf_counter() - start < 5 and BY_HAND in one_line(exc)
     assert leftovers(tmp_path) == []
@@ -317,7 +327,7 @@ def test_google_drive_failures(tmp_path, monkeypatch, behaviour, message):
         return None
 
     monkeypatch.setattr(gdown, "download", fake_download)
-    with pytest.raises(WeightsError, match=message) as exc:
+    with pytest.raises(NetworkError, match=message) as exc:
         download.download_weights(tmp_path / "demo", progress=False)
     text = one_line(exc)
     assert download.DRIVE_LINK in text and BY_HAND in text
@@ -334,3 +344,39 @@ def test_truncated_file_in_dest_is_not_complete(tmp_path, synth_weights):
     (dest / "latest_net_E.pth").unlink()
     (dest / "latest_net_E.pth").write_bytes(data[: len(data) // 2])
     assert not download.weights_complete(dest)
+
+
+def _must_be_a_zip(path: Path) -> None:
+    if not zipfile.is_zipfile(path):
+        raise WeightsError(f"{path.name}: not the expected file")
+
+
+def test_fetch_file_downloads_verifies_and_renames(tmp_path, server):
+    base, hits = server
+    dest = tmp_path / "cache" / "models" / "root.zip"
+    assert download.fetch_file(f"{base}/root.zip", dest, _must_be_a_zip, progress=False) == dest
+    assert zipfile.is_zipfile(dest) and leftovers(dest.parent) == ["root.zip"]
+    count = len(hits)
+    assert download.fetch_file(f"{base}/root.zip", dest, _must_be_a_zip) == dest  # installed: nothing fetched
+    assert len(hits) == count
+
+
+def test_fetch_file_from_a_local_copy(tmp_path, zips):
+    dest = tmp_path / "models" / "copy.zip"
+    download.fetch_file("https://example.invalid/copy.zip", dest, _must_be_a_zip, from_file=zips["root"])
+    assert dest.read_bytes() == zips["root"].read_bytes()
+
+
+@pytest.mark.parametrize("case, error, message", [
+    ("refused", WeightsError, "not the expected file"),
+    ("short", NetworkError, r"closed after 1048576 of 2097152 bytes\); check the connection, or download .* by hand and run `pcavs download gfpgan --from-file short.zip`"),
+    ("404", NetworkError, "HTTP 404"),
+])
+def test_fetch_file_failures_leave_nothing(tmp_path, server, zips, case, error, message):
+    base, _ = server
+    name = {"refused": "truncated.zip", "short": "short.zip", "404": "absent.zip"}[case]
+    dest = tmp_path / "new" / "folder" / name
+    with pytest.raises(error, match=message) as exc:
+        download.fetch_file(f"{base}/{name}", dest, _must_be_a_zip, progress=False, command="pcavs download gfpgan")
+    one_line(exc)
+    assert not (tmp_path / "new").exists()  # the folders it made are gone, and no partial file is anywhere

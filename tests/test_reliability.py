@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from pcavs import audio
 from pcavs.align import ANCHOR_TARGETS, similarity_transform
 from pcavs.demo import DEMO_FACE
-from pcavs.errors import InputError
+from pcavs.errors import InputError, OutOfMemoryError
 
 from conftest import INPUTS
 from media import tone
@@ -98,7 +98,7 @@ def test_gpu_out_of_memory_splits_the_batch(tmp_path, pipeline, monkeypatch):
     split = run(pipeline, voice, batch_size=4).faces  # same frames, up to float rounding of other batch sizes
     assert split.shape == expected.shape and np.abs(split.astype(int) - expected.astype(int)).max() <= 2
     monkeypatch.setattr(type(generator), "forward", lambda self, *a, **k: (_ for _ in ()).throw(torch.OutOfMemoryError("oom")))
-    with pytest.raises(InputError, match="out of memory even for one frame"):
+    with pytest.raises(OutOfMemoryError, match="out of memory even for one frame"):
         run(pipeline, voice, batch_size=1)
 
 
