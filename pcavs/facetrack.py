@@ -9,8 +9,8 @@
   scipy.signal.medfilt), a square of side 2.8 s whose top is s above the box centre (so centred
   0.4 s below it), cut from the frame padded with grey 110 and resized (bilinear) to 224x224.
   Only the detector differs: the official pipeline's S3FD box is stood in for by the mesh's extent.
-- `aligned_crops`: pcavs's own alignment (align.py), shown as the generator's view of the crop:
-  the frame of pcavs's crop-mode output, for SSIM, PSNR, mouth landmarks and CPBD.
+- `aligned_crops`: each frame aligned as pcavs aligns a photo (align.py), shown as the generator's view
+  of the crop: the framing of pcavs's crop-mode output, for SSIM, PSNR, mouth landmarks and CPBD.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from .align import loader_view, video_matrices, warp_to_crop
+from .align import ANCHOR_TARGETS, loader_view, similarity_transform, warp_to_crop
 from .errors import InputError
 from .lipsync import medfilt
 
@@ -126,7 +126,11 @@ def syncnet_crops(frames: Iterable[np.ndarray], track: FaceTrack) -> Iterator[np
         yield syncnet_crop(frame, half, centre_x, centre_y)
 
 
-def aligned_crops(frames: Iterable[np.ndarray], track: FaceTrack, name: str) -> Iterator[np.ndarray]:
-    """The tracked face aligned as pcavs aligns a video, in the generator's view (pcavs's crop-mode framing)."""
-    for frame, matrix in zip(frames, video_matrices(track.anchors, name)):
-        yield loader_view(warp_to_crop(frame, matrix))
+def aligned_crops(frames: Iterable[np.ndarray], track: FaceTrack) -> Iterator[np.ndarray]:
+    """The tracked face aligned frame by frame as pcavs aligns a photo (least-squares similarity of the three
+    anchors), in the generator's view: the framing of pcavs's crop-mode output. A frame without the face
+    takes the anchors of the nearest frame with it."""
+    found = np.flatnonzero(track.found)
+    for index, frame in enumerate(frames):
+        anchors = track.anchors[found[np.argmin(np.abs(found - index))]]
+        yield loader_view(warp_to_crop(frame, similarity_transform(anchors, ANCHOR_TARGETS)))

@@ -158,3 +158,28 @@ def find_syncnet(syncnet: str | os.PathLike | None = None) -> Path:
 def default_path() -> Path:
     """Where `pcavs download syncnet` puts the file: the user cache."""
     return cache_dir() / FILENAME
+
+
+def download_syncnet(
+    dest: str | os.PathLike | None = None,
+    url: str | None = None,
+    from_file: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Install `syncnet_v2.model` (default: into the user cache, where `find_syncnet` looks) and return its path.
+
+    Fetched from its official address (or `url`), or copied from `from_file`; strictly loaded before it
+    is renamed into place. `dest`: a folder, or a path ending in `.model`. An installed file is kept.
+    """
+    from .download import fetch_file
+
+    target = default_path() if dest is None else Path(dest).expanduser()
+    if target.suffix != ".model":
+        target = target / FILENAME
+    source = str(from_file) if from_file is not None else (url or URL)
+
+    def verify(path: Path) -> None:
+        load_syncnet(path, label=source)
+
+    return fetch_file(url or URL, target, verify, from_file=from_file, progress=progress,
+                      command="pcavs download syncnet")

@@ -61,3 +61,11 @@ def _checkpoints_env(synth_weights, monkeypatch, request, tmp_path):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "no_weights_env: do not point PCAVS_CHECKPOINTS at the synthesized weights")
+
+
+@pytest.fixture(scope="session")
+def syncnet_file(tmp_path_factory) -> Path:
+    """A syncnet_v2.model synthesized by the syncnet_conformance kit's rule (tests/syncnet_weights.py)."""
+    import syncnet_weights
+
+    return syncnet_weights.write(tmp_path_factory.mktemp("syncnet") / "syncnet_v2.model")

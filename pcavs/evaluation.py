@@ -13,6 +13,7 @@ view): `cpbd` of the video; with `reference=` (the ground truth), per-frame `ssi
 """
 from __future__ import annotations
 
+import csv
 import math
 import os
 import tempfile
@@ -27,6 +28,7 @@ import torch
 from . import facetrack, lipsync, quality
 from .errors import InputError
 from .ffmpeg import probe
+from .pipeline import resolve_device
 from .syncnet import SyncNet, find_syncnet, load_syncnet
 
 ROUTES = ("crop", "track")
@@ -102,8 +104,8 @@ class EvalResult:
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
     def plot(self, out: str | os.PathLike | None = None):
-        """See `plot`."""
-        return plot(self, out)
+        """See `plot_scores`."""
+        return plot_scores(self, out)
 
 
 _ROUTE_NAMES = {"crop": "crop (224x224 video scored as it is)", "track": "track (face found and cropped as run_pipeline.py)"}
@@ -126,12 +128,6 @@ def resolve_syncnet(syncnet: SyncNet | str | os.PathLike | None, device: torch.d
     if isinstance(syncnet, SyncNet):
         return syncnet.to(device)
     return load_syncnet(find_syncnet(syncnet)).to(device)
-
-
-def _device(device: str | torch.device) -> torch.device:
-    from .pipeline import resolve_device
-
-    return resolve_device(device)
 
 
 def _check_video(video: str | os.PathLike, audio: str | os.PathLike | None):
@@ -165,7 +161,7 @@ def _track(video, detector, progress: bool, name: str) -> facetrack.FaceTrack:
 def _quality_crops(video, route: str, track: facetrack.FaceTrack | None) -> Iterator[np.ndarray]:
     if route == "crop":
         return _frames(video)
-    return facetrack.aligned_crops(_frames(video), track, str(video))
+    return facetrack.aligned_crops(_frames(video), track)
 
 
 def evaluate(
@@ -192,7 +188,7 @@ def evaluate(
         ref_info = probe(reference)
         if not ref_info.has_video or not ref_info.width or not ref_info.height:
             raise InputError(f"{reference}: has no video stream; give the ground-truth video as reference")
-    resolved = _device(device)
+    resolved = resolve_device(device)
     net = resolve_syncnet(syncnet, resolved)
     route = _route(info)
     detector = None
@@ -231,7 +227,7 @@ def evaluate_faces(
     start = time.perf_counter()
     if not probe(audio).has_audio:
         raise InputError(f"{audio}: has no audio track; give the speech the faces were made from")
-    resolved = _device(device)
+    resolved = resolve_device(device)
     net = resolve_syncnet(syncnet, resolved)
     with tempfile.TemporaryDirectory(prefix="pcavs-eval-") as tmp:
         folder = Path(tmp)
@@ -304,7 +300,40 @@ def _mouth_distance(detector, crop: np.ndarray, true_crop: np.ndarray) -> float 
     return quality.mouth_distance(found[0][1], true_found[0][1])
 
 
-def plot(result: EvalResult, out: str | os.PathLike | None = None):
+CSV_COLUMNS = ("video", "audio", "reference")
+
+
+def read_csv(path: str | os.PathLike) -> list[tuple[int, dict[str, Path | None]]]:
+    """(line number, {video, audio, reference}) for each row of a CSV with a `video` column (audio and
+    reference optional, empty cells meaning none); relative paths are relative to the CSV's folder."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = list(csv.DictReader(handle))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the CSV ({exc.strerror})") from None
+    if not rows or "video" not in rows[0]:
+        raise InputError(f"{path}: needs a header with a video column (and optionally audio, reference) and one row or more")
+    base = path.resolve().parent
+    out = []
+    for number, row in enumerate(rows, start=2):
+        cells = {name: (row.get(name) or "").strip() for name in CSV_COLUMNS}
+        out.append((number, {name: base / value if value else None for name, value in cells.items()}))
+    return out
+
+
+def results_table(results: list[EvalResult]) -> str:
+    """One line per scored video: route, LSE-D, LSE-C, offset and the quality numbers there are."""
+    header = ("video", "route", "LSE-D", "LSE-C", "offset", "CPBD", "SSIM", "PSNR", "LMD")
+    rows = [header]
+    for r in results:
+        rows.append((Path(r.video).name, r.route, f"{r.lse_d:.3f}", f"{r.lse_c:.3f}", f"{r.offset:+d}", _number(r.cpbd, 3),
+                     _number(r.ssim, 3), _number(r.psnr, 2), _number(r.lmd, 2)))
+    widths = [max(len(row[k]) for row in rows) for k in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
+
+
+def plot_scores(result: EvalResult, out: str | os.PathLike | None = None):
     """Per-window confidence over time and the mean distance against offset; a matplotlib Figure.
 
     `out`: also write it as a PNG there (atomically). Needs matplotlib (`pip install pcavs[eval]`).
