@@ -86,6 +86,8 @@ def read_state_dict(path: Path, label: str | None = None, hint: str = DOWNLOAD_H
     try:  # zip checkpoints (PyTorch >= 1.6) are memory-mapped; older, legacy ones are read whole
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
+        if "Unsupported operand" in str(exc):  # bytes that are no pickle at all (an HTML page, a text file)
+            raise WeightsError(f"{label}: truncated or not a PyTorch checkpoint; {hint}") from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling failed"
         if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
             reason = "it holds objects that safe loading (weights_only=True) refuses; pcavs never loads them unsafely"
