@@ -12,11 +12,12 @@ i; LSE-D = min mdist, offset = 15 - argmin (negative: the audio is late), LSE-C 
 """
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import wave
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol
+from typing import Iterable, Iterator, Protocol
 
 import cv2
 import numpy as np
@@ -135,6 +136,20 @@ def audio_batch(cepstra: torch.Tensor, start: int, stop: int) -> torch.Tensor:
     return torch.stack([cepstra[None, :, MFCC_PER_FRAME * i : MFCC_PER_FRAME * i + MFCC_WINDOW] for i in range(start, stop)])
 
 
+@contextlib.contextmanager
+def _ieee_float32(device: torch.device | str) -> Iterator[None]:
+    """cuDNN may run float32 convolutions as TF32 (a 10-bit mantissa), far outside the scorer's 1e-4: not here."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved
+
+
 @torch.inference_mode()
 def embed(
     net: SyncNet, frames: Frames, samples: np.ndarray, device: torch.device | str = "cpu",
@@ -151,7 +166,7 @@ def embed(
     lip, aud = [], []
     from tqdm.auto import tqdm
 
-    with tqdm(total=count, unit="window", desc="syncnet", disable=not progress) as bar:
+    with _ieee_float32(device), tqdm(total=count, unit="window", desc="syncnet", disable=not progress) as bar:
         for start in range(0, count, batch_size):
             stop = min(count, start + batch_size)
             video = lip_batch(frames[start : stop + WINDOW - 1], stop - start)

@@ -96,14 +96,15 @@ def edge_map(grey: np.ndarray) -> np.ndarray:
 
 
 def _runs(steps: np.ndarray, reverse: bool) -> np.ndarray:
-    """For each column k, how many consecutive True values of `steps` (H, W) run from k leftwards (or rightwards)."""
-    runs = np.zeros(steps.shape, np.int64)
-    columns = range(steps.shape[1] - 1, -1, -1) if reverse else range(steps.shape[1])
-    previous = np.zeros(steps.shape[0], np.int64)
-    for k in columns:
-        previous = np.where(steps[:, k], previous + 1, 0)
-        runs[:, k] = previous
-    return runs
+    """For each column k of `steps` (H, W bool), how many consecutive True values run from k leftwards
+    (ending at k), or rightwards (starting at k) when `reverse`."""
+    columns = np.arange(steps.shape[1])
+    if reverse:
+        next_false = np.where(steps, steps.shape[1], columns)
+        next_false = np.minimum.accumulate(next_false[:, ::-1], axis=1)[:, ::-1]
+        return next_false - columns
+    last_false = np.maximum.accumulate(np.where(steps, -1, columns), axis=1)
+    return columns - last_false
 
 
 def edge_widths(grey: np.ndarray, edges: np.ndarray) -> np.ndarray:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .errors import WeightsError
 from .weights import cache_dir, read_state_dict
@@ -71,33 +70,12 @@ class SyncNet(nn.Module):
         self.netfcaud = _head()
 
     def lip(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 5, 224, 224) BGR 0-255 -> (B, 1024).
-
-        The same maths as running `netcnnlip` as it is, in 2-d layers (faster on CPUs): the first
-        conv spans all 5 frames, so it is a 2-d conv over 15 channels (channel-major, as the
-        tensor lies); every later layer sees one time step.
-        """
-        x = frames.flatten(1, 2)
-        for layer in self.netcnnlip:
-            if isinstance(layer, nn.Conv3d):
-                weight = layer.weight.flatten(1, 2)  # (out, in x time, h, w): time is 5 for the first, else 1
-                x = F.conv2d(x, weight, layer.bias, _plane(layer.stride), _plane(layer.padding))
-            elif isinstance(layer, nn.BatchNorm3d):
-                x = F.batch_norm(x, layer.running_mean, layer.running_var, layer.weight, layer.bias, False, 0.0, layer.eps)
-            elif isinstance(layer, nn.MaxPool3d):
-                x = F.max_pool2d(x, _plane(layer.kernel_size), _plane(layer.stride), _plane(layer.padding))
-            else:
-                x = layer(x)
-        return self.netfclip(x.flatten(1))
+        """(B, 3, 5, 224, 224) BGR 0-255 -> (B, 1024)."""
+        return self.netfclip(self.netcnnlip(frames).flatten(1))
 
     def audio(self, mfcc: torch.Tensor) -> torch.Tensor:
         """(B, 1, 13, 20) MFCC -> (B, 1024)."""
         return self.netfcaud(self.netcnnaud(mfcc).flatten(1))
-
-
-def _plane(value: int | tuple) -> int | tuple:
-    """A 3-d layer's (time, height, width) setting without its time part."""
-    return value[1:] if isinstance(value, tuple) else value
 
 
 def _optional(key: str) -> bool:

@@ -261,14 +261,6 @@ def test_where_the_weights_are_found(tmp_path, monkeypatch, syncnet_file):
 # ---------------------------------------------------------------- network, windows, scores
 
 
-def test_lip_tower_in_2d_layers_is_the_3d_network(net):
-    frames = torch.rand(3, 3, 5, 224, 224) * 255
-    with torch.no_grad():
-        as_2d = net.lip(frames)
-        as_3d = net.netfclip(net.netcnnlip(frames).flatten(1))
-    assert as_2d.shape == (3, 1024) and max_diff(as_2d, as_3d) < 1e-4
-
-
 def test_batching_does_not_change_the_embeddings(net, compact, scored):
     run = scored("sync")
     frames, samples = run.frames[0:14], run.samples[: 14 * 640]
