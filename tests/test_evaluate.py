@@ -1,6 +1,6 @@
 """`pcavs.evaluate` and `pcavs eval` with synthesized SyncNet weights: both crop routes, pcavs's own videos
 (crop and full mode) and a video it did not make, the quality metrics, JSON, the plot, CSV runs and
-`generate --eval`. Clips are short (10-40 frames): the network costs ~0.1-0.2 s per frame on a CPU."""
+`generate --eval`. Clips are short (10-25 frames) but one: the kit's 160-frame video, which must score as the official code."""
 from __future__ import annotations
 
 import json
@@ -29,13 +29,13 @@ def media(tmp_path_factory) -> dict:
     """Test clips cut from the kit's video with the real ffmpeg."""
     folder = tmp_path_factory.mktemp("eval-media")
     made = {
-        "clip": folder / "clip.mp4",  # 40 frames, 224x224: the crop route
+        "clip": folder / "clip.mp4",  # 25 frames, 224x224: the crop route
         "wide": folder / "wide clip.mp4",  # the same face smaller inside a 480x400 frame: the track route
         "speech": folder / "speech.wav",  # 0.4 s: 10 frames
         "silent": folder / "silent.mp4",  # no audio track
         "noface": folder / "noface.mp4",  # grey, with sound
     }
-    ffmpeg("-i", str(KIT_VIDEO), "-t", "1.6", "-c:v", "libx264", "-crf", "18", "-c:a", "aac", str(made["clip"]))
+    ffmpeg("-i", str(KIT_VIDEO), "-t", "1", "-c:v", "libx264", "-crf", "18", "-c:a", "aac", str(made["clip"]))
     ffmpeg("-i", str(made["clip"]), "-vf", "scale=300:300,pad=480:400:120:40:gray", "-c:v", "libx264", "-crf", "18",
            "-c:a", "copy", str(made["wide"]))
     ffmpeg("-i", str(KIT_VIDEO), "-t", "0.4", "-vn", "-c:a", "pcm_s16le", str(made["speech"]))
@@ -68,13 +68,13 @@ def is_png(path) -> bool:
 
 def test_crop_route_scores_json_and_plot(media, syncnet_file, tmp_path):
     result = evaluate(media["clip"], syncnet=syncnet_file, device="cpu", progress=False)
-    assert result.route == "crop" and result.num_frames == 40
+    assert result.route == "crop" and result.num_frames == 25
     scores = result.sync
-    assert scores.num_windows == min(40, 1.6 * 16000 // 640) - 5 == result.confidence.size
+    assert scores.num_windows == 25 - 5 == result.confidence.size
     assert result.lse_d == pytest.approx(scores.mdist.min(), abs=1e-6)
     assert result.lse_c == pytest.approx(np.median(scores.mdist) - scores.mdist.min(), abs=1e-5) and result.lse_c > 0
     assert result.offset == scores.offsets[np.argmin(scores.mdist)] and -15 <= result.offset <= 15
-    assert result.per_frame["cpbd"].shape == (40,) and 0 < result.cpbd < 1
+    assert result.per_frame["cpbd"].shape == (25,) and 0 < result.cpbd < 1
     assert result.ssim is None and result.reference is None
     data = json.loads(json.dumps(result.to_dict()))
     assert data["route"] == "crop" and data["lse_d"] == pytest.approx(result.lse_d) and len(data["mean_distance"]) == 31
@@ -86,8 +86,8 @@ def test_crop_route_scores_json_and_plot(media, syncnet_file, tmp_path):
 
 def test_track_route_on_a_wide_video_with_itself_as_reference(media, syncnet_file):
     result = evaluate(media["wide"], reference=media["wide"], syncnet=syncnet_file, device="cpu", progress=False)
-    assert result.route == "track" and result.num_frames == 40
-    assert result.frames_compared == 40 and result.ssim == pytest.approx(1.0) and result.lmd == 0.0
+    assert result.route == "track" and result.num_frames == 25
+    assert result.frames_compared == 25 and result.ssim == pytest.approx(1.0) and result.lmd == 0.0
     assert result.psnr == float("inf") and result.to_dict()["psnr"] is None  # JSON has no infinity
     assert 0 < result.cpbd < 1 and np.isfinite(result.lse_d) and "track" in result.summary()
 
@@ -132,13 +132,19 @@ def test_separate_audio(media, syncnet_file):
 # ---------------------------------------------------------------- the command
 
 
-def test_cli_json_and_plot(media, syncnet_file, tmp_path, capsys):
+def test_cli_on_a_video_pcavs_did_not_make_gives_the_official_numbers(syncnet_file, tmp_path, capsys):
+    """`pcavs eval sync.mp4 --json --plot`: the kit's LSE-D, LSE-C and offset (the official code, same weights)."""
     plot = tmp_path / "plot.png"
-    code = main(["eval", str(media["clip"]), "--json", "--plot", str(plot), "--syncnet", str(syncnet_file),
+    code = main(["eval", str(KIT_VIDEO), "--json", "--plot", str(plot), "--syncnet", str(syncnet_file),
                  "--device", "cpu", "--quiet"])
     assert code == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["route"] == "crop" and data["windows"] == 35 and is_png(plot)
+    with np.load(DATA / "syncnet" / "golden_compact.npz") as golden:
+        assert data["lse_d"] == pytest.approx(float(golden["sync_minval"]), abs=1e-4)
+        assert data["lse_c"] == pytest.approx(float(golden["sync_conf"]), abs=1e-4)
+        assert data["offset"] == int(golden["sync_offset"]) and data["windows"] == int(golden["sync_num_windows"])
+        assert np.abs(np.array(data["confidence_smoothed"]) - golden["sync_fconfm"]).max() <= 1e-4
+    assert data["route"] == "crop" and is_png(plot)
 
 
 def test_cli_table_with_the_weights_from_the_environment(media, syncnet_file, monkeypatch, capsys):
