@@ -21,7 +21,7 @@ from .compose import Composer
 from .errors import InputError, OutOfMemoryError
 from .options import Options, job_options
 from .sources import Identity, Media, aligned_frames, as_list, describe, load_identities
-from .video import VideoWriter
+from .video import VideoWriter, folder_writable
 from .weights import Networks, find_checkpoints, load_networks
 
 T = TypeVar("T")
@@ -122,8 +122,9 @@ def check_inputs(face, audio, pose, out, options: Options) -> None:
     if out is not None:
         folder = Path(out).expanduser().resolve().parent
         if not folder.is_dir():
-            raise InputError(f"out: folder {folder} does not exist; create it or choose another path")
-        if not os.access(folder, os.W_OK):
+            what = " (a file has that name)" if folder.exists() else ""
+            raise InputError(f"out: folder {folder} does not exist{what}; create it or choose another path")
+        if not folder_writable(folder):
             raise InputError(f"out: folder {folder} is not writable; choose another path")
         if Path(out).suffix.lower() not in (".mp4", ".mov", ".m4v"):
             raise InputError(f"out: {out}: the output must be an .mp4 (or .mov) file")

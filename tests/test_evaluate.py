@@ -105,6 +105,7 @@ def test_scoring_faces_in_memory(composite, media, syncnet_file):
     assert result.route == "crop" and result.num_frames == 12 and result.sync.num_windows == 10 - 5
 
 
+@pytest.mark.slow
 def test_pcavs_full_mode_without_a_visible_face_is_a_clear_error(pipeline, media, syncnet_file, tmp_path):
     """The synthesized PC-AVS weights paint no face: the full-mode video cannot be face-tracked."""
     out = tmp_path / "full.mp4"
@@ -177,6 +178,7 @@ def test_cli_csv_skips_bad_rows(media, syncnet_file, tmp_path, capsys):
     assert "1.000" in lines[2]  # SSIM of a video with itself
 
 
+@pytest.mark.slow
 def test_generate_with_eval(media, syncnet_file, tmp_path, capsys):
     out = tmp_path / "crop.mp4"
     code = main(["generate", "--face", str(DEMO_FACE), "--audio", str(media["speech"]), "--out", str(out),

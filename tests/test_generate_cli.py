@@ -18,7 +18,7 @@ from pcavs.ffmpeg import ffmpeg_exe, probe
 from pcavs.images import read_image
 from pcavs.video import iter_frames, read_audio
 
-from conftest import INPUTS
+from kits import INPUTS
 from media import tone
 from media_av import ffmpeg
 

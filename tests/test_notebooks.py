@@ -13,6 +13,7 @@ from pcavs.ffmpeg import probe
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("notebook, video", [
     ("PCAVS_Colab.ipynb", "pcavs_result.mp4"),
     ("notebooks/quickstart.ipynb", "quickstart.mp4"),

@@ -112,7 +112,7 @@ def scored(net, tmp_path_factory):
 # ---------------------------------------------------------------- golden arrays
 
 
-@pytest.mark.parametrize("case", ["sync", "delay3"])
+@pytest.mark.parametrize("case", ["sync", pytest.param("delay3", marks=pytest.mark.slow)])
 def test_compact_golden(case, scored, compact):
     """The mp4 cases through our ffmpeg, MFCC, network and scoring match the repository's golden subset."""
     run = scored(case)
@@ -133,6 +133,7 @@ def lipsync_names() -> tuple[str, ...]:
     return ("mfcc", "dists", "mdist", "fdist", "fconf", "fconfm", "minval", "conf", "offset", "min_length", "num_windows")
 
 
+@pytest.mark.slow
 def test_delay3_offset_is_the_official_one(scored, compact):
     """Audio delayed by 3 frames: the offset the official code gives on the same weights (0: these weights know no
     lip sync), while every audio-side number moves."""
@@ -141,6 +142,7 @@ def test_delay3_offset_is_the_official_one(scored, compact):
     assert abs(delay.minval - sync.minval) > 1e-3
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["sync", "delay3", "raw"])
 def test_full_kit_golden(case, scored):
     """Every golden array of the kit, within the kit's tolerances."""
