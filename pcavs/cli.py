@@ -94,27 +94,28 @@ def _model(args: argparse.Namespace) -> dict:
     return dict(checkpoints=args.checkpoints, device=args.device, dtype=args.dtype, compile=args.compile)
 
 
-def _generate(face, audio, pose, out, args: argparse.Namespace):
+def _generate(face, audio, pose, out, args: argparse.Namespace, **changes):
     from .pipeline import generate
 
-    return generate(face, audio, pose, out, **_model(args), **asdict(options.from_arguments(args)))
+    job = options.from_arguments(args).update(**changes)
+    return generate(face, audio, pose, out, **_model(args), **asdict(job))
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    if not args.eval:
-        result = _generate(args.face, args.audio, args.pose, args.out, args)
-        print(f"wrote {result.video} ({result.num_frames} frames at {result.fps} fps)")
-        return 0
-    from .evaluation import evaluate_faces, resolve_syncnet
-    from .pipeline import generate, resolve_device
+    syncnet = None
+    if args.eval:  # missing SyncNet weights fail before the generation, not after
+        from .evaluation import resolve_device, resolve_syncnet
 
-    syncnet = resolve_syncnet(args.syncnet, resolve_device(args.device))  # missing weights fail before generating
-    job = options.from_arguments(args).update(return_faces=True)
-    result = generate(args.face, args.audio, args.pose, args.out, **_model(args), **asdict(job))
+        syncnet = resolve_syncnet(args.syncnet, resolve_device(args.device))
+    result = _generate(args.face, args.audio, args.pose, args.out, args, return_faces=args.eval)
     print(f"wrote {result.video} ({result.num_frames} frames at {result.fps} fps)")
-    scores = evaluate_faces(result.faces, args.audio if args.audio is not None else args.mouth, syncnet=syncnet,
-                            device=args.device, progress=not args.quiet, name=f"{result.video} (generated faces)")
-    print(scores.summary())
+    if syncnet is not None:
+        from .evaluation import evaluate_faces
+
+        sound = args.audio if args.audio is not None else args.mouth
+        scores = evaluate_faces(result.faces, sound, syncnet=syncnet, device=args.device, progress=not args.quiet,
+                                name=f"{result.video} (generated faces)")
+        print(scores.summary())
     return 0
 
 
