@@ -14,6 +14,8 @@ view): `cpbd` of the video; with `reference=` (the ground truth), per-frame `ssi
 from __future__ import annotations
 
 import csv
+import functools
+import io
 import math
 import os
 import tempfile
@@ -333,17 +335,30 @@ def results_table(results: list[EvalResult]) -> str:
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
+@functools.lru_cache(maxsize=1)
+def _figure_class() -> type:
+    """matplotlib's Figure that a notebook shows as a picture without pyplot (which would keep every figure open)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise InputError("plotting needs matplotlib: pip install 'pcavs[eval]' (or pip install matplotlib)") from None
+
+    class ScoresFigure(Figure):
+        def _repr_png_(self) -> bytes:
+            buffer = io.BytesIO()
+            self.savefig(buffer, format="png", dpi=100)
+            return buffer.getvalue()
+
+    return ScoresFigure
+
+
 def plot_scores(result: EvalResult, out: str | os.PathLike | None = None):
     """Per-window confidence over time and the mean distance against offset; a matplotlib Figure.
 
     `out`: also write it as a PNG there (atomically). Needs matplotlib (`pip install pcavs[eval]`).
     """
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise InputError("plotting needs matplotlib: pip install 'pcavs[eval]' (or pip install matplotlib)") from None
     scores = result.sync
-    figure = Figure(figsize=(10, 3.6), layout="constrained")
+    figure = _figure_class()(figsize=(10, 3.6), layout="constrained")
     left, right = figure.subplots(1, 2, width_ratios=(2, 1))
     seconds = np.arange(scores.num_windows) / 25.0
     left.plot(seconds, scores.fconf, color="0.75", linewidth=0.8, label="per window")

@@ -81,6 +81,7 @@ def test_crop_route_scores_json_and_plot(media, syncnet_file, tmp_path):
     assert data["offsets"][0] == 15 and len(data["confidence"]) == scores.num_windows
     figure = result.plot(tmp_path / "sync.png")
     assert is_png(tmp_path / "sync.png") and len(figure.axes) == 2
+    assert figure._repr_png_()[:4] == b"\x89PNG"  # a notebook shows it as a picture, no pyplot needed
     assert [p.name for p in tmp_path.iterdir()] == ["sync.png"]
 
 

@@ -32,6 +32,9 @@ HERE = DATA / "syncnet"
 TOLERANCE = 1e-4  # the kit's: embeddings, distances, LSE-D, LSE-C, confidences
 MFCC_TOLERANCE = 1e-6
 EXACT = {"frames", "im_batch0", "audio", "offset", "min_length", "num_windows"}
+# the MFCC is float64 (differences ~1e-12); its float32 copy may then round one ulp apart (the kit calls it exact:
+# it is, but for delay3's silent frames, whose coefficients are 0 up to 1e-13 either way)
+LIMITS = {"mfcc": MFCC_TOLERANCE, "cc_batch0": 1e-5}
 SERVER_LIFETIME_S = 300
 
 
@@ -70,7 +73,7 @@ def check(name: str, ours, golden) -> float:
     ours, golden = np.asarray(ours), np.asarray(golden)
     assert ours.shape == golden.shape, (name, ours.shape, golden.shape)
     diff = max_diff(ours, golden)
-    limit = 0.0 if name in EXACT else MFCC_TOLERANCE if name == "mfcc" else TOLERANCE
+    limit = 0.0 if name in EXACT else LIMITS.get(name, TOLERANCE)
     assert diff <= limit, f"{name}: max |diff| {diff:.3g} > {limit:g}"
     return diff
 
