@@ -33,7 +33,6 @@ from .ffmpeg import probe
 from .pipeline import resolve_device
 from .syncnet import SyncNet, find_syncnet, load_syncnet
 
-ROUTES = ("crop", "track")
 MIN_FACE_FRACTION = facetrack.MIN_FOUND  # share of compared frames whose mouths must be found for lmd
 
 
@@ -253,52 +252,54 @@ def _score(net: SyncNet, frames, samples: np.ndarray, device: torch.device, prog
 
 
 def _add_quality(result: EvalResult, video, route: str, track, reference, detector, progress: bool) -> None:
-    """CPBD of the video; with a reference, SSIM, PSNR and LMD frame by frame."""
+    """CPBD of every frame of the video; with a reference, SSIM, PSNR and LMD on the frames both videos have."""
     from tqdm.auto import tqdm
 
-    generated = _quality_crops(video, route, track)
-    sharpness, similarity, noise, mouth = [], [], [], []
-    if reference is None:
-        for crop in tqdm(generated, unit="frame", desc="quality", disable=not progress):
-            sharpness.append(quality.cpbd(crop))
-    else:
+    truth = None
+    if reference is not None:
         detector = detector or _detector()
-        ref_info = probe(reference)
-        ref_route = _route(ref_info)
+        ref_route = _route(probe(reference))
         ref_track = _track(reference, detector, progress, str(reference)) if ref_route == "track" else None
-        truth = _quality_crops(reference, ref_route, ref_track)
-        missing = 0
-        for crop, true_crop in tqdm(zip(generated, truth), unit="frame", desc="quality", disable=not progress):
-            sharpness.append(quality.cpbd(crop))
-            similarity.append(quality.ssim(crop, true_crop))
-            noise.append(quality.psnr(crop, true_crop))
-            distance = _mouth_distance(detector, crop, true_crop)
-            missing += distance is None
-            mouth.append(math.nan if distance is None else distance)
-        count = len(similarity)
-        if count == 0:
-            raise InputError(f"{reference}: no frames to compare with {video}")
-        if missing > (1 - MIN_FACE_FRACTION) * count:
-            raise InputError(
-                f"{video}: the mouth was found in only {count - missing} of {count} frames of it and its reference; "
-                "LMD needs a visible face in both videos"
-            )
-        result.reference = str(reference)
-        result.frames_compared = count
-        result.ssim = float(np.mean(similarity))
-        result.psnr = float(np.mean(noise))
-        result.lmd = float(np.nanmean(mouth))
-        result.per_frame.update(ssim=np.array(similarity), psnr=np.array(noise), lmd=np.array(mouth))
+        truth = iter(_quality_crops(reference, ref_route, ref_track))
+    sharpness, similarity, noise, mouth = [], [], [], []
+    for crop in tqdm(_quality_crops(video, route, track), unit="frame", desc="quality", disable=not progress):
+        sharpness.append(quality.cpbd(crop))
+        true_crop = next(truth, None) if truth is not None else None
+        if true_crop is None:
+            continue
+        similarity.append(quality.ssim(crop, true_crop))
+        noise.append(quality.psnr(crop, true_crop))
+        mouth.append(_mouth_distance(detector, crop, true_crop))
     values = np.array(sharpness)
     result.per_frame["cpbd"] = values
     result.cpbd = float(np.nanmean(values)) if np.isfinite(values).any() else math.nan
+    if reference is None:
+        return
+    count = len(similarity)
+    found = int(np.isfinite(mouth).sum())
+    if count == 0:
+        raise InputError(f"{reference}: no frames to compare with {video}")
+    if found < MIN_FACE_FRACTION * count:
+        raise InputError(
+            f"{video}: the mouth was found in only {found} of {count} frames of it and its reference; "
+            "LMD needs a visible face in both videos"
+        )
+    result.reference = str(reference)
+    result.frames_compared = count
+    result.ssim = float(np.mean(similarity))
+    result.psnr = float(np.mean(noise))
+    result.lmd = float(np.nanmean(mouth))
+    result.per_frame.update(ssim=np.array(similarity), psnr=np.array(noise), lmd=np.array(mouth))
 
 
-def _mouth_distance(detector, crop: np.ndarray, true_crop: np.ndarray) -> float | None:
+def _mouth_distance(detector, crop: np.ndarray, true_crop: np.ndarray) -> float:
+    """Lip-point distance of the two crops' largest faces; NaN when either shows none."""
     found = detector.detect_with_mesh(crop)
+    if not found:
+        return math.nan
     true_found = detector.detect_with_mesh(true_crop)
-    if not found or not true_found:
-        return None
+    if not true_found:
+        return math.nan
     return quality.mouth_distance(found[0][1], true_found[0][1])
 
 

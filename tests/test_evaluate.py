@@ -34,6 +34,7 @@ def media(tmp_path_factory) -> dict:
         "speech": folder / "speech.wav",  # 0.4 s: 10 frames
         "silent": folder / "silent.mp4",  # no audio track
         "noface": folder / "noface.mp4",  # grey, with sound
+        "grey224": folder / "grey224.mp4",  # grey 224x224 crops, with sound
     }
     ffmpeg("-i", str(KIT_VIDEO), "-t", "1", "-c:v", "libx264", "-crf", "18", "-c:a", "aac", str(made["clip"]))
     ffmpeg("-i", str(made["clip"]), "-vf", "scale=300:300,pad=480:400:120:40:gray", "-c:v", "libx264", "-crf", "18",
@@ -42,6 +43,8 @@ def media(tmp_path_factory) -> dict:
     ffmpeg("-i", str(made["clip"]), "-an", "-c:v", "copy", str(made["silent"]))
     ffmpeg("-f", "lavfi", "-i", "color=gray:size=320x240:rate=25:duration=1", "-i", str(made["speech"]),
            "-c:v", "libx264", "-c:a", "aac", "-shortest", str(made["noface"]))
+    ffmpeg("-f", "lavfi", "-i", "color=gray:size=224x224:rate=25:duration=1", "-i", str(made["speech"]),
+           "-c:v", "libx264", "-c:a", "aac", "-shortest", str(made["grey224"]))
     return made
 
 
@@ -124,6 +127,11 @@ def test_input_errors(media, syncnet_file, case, message):
     with pytest.raises(InputError, match=message) as exc:
         evaluate(media[case], syncnet=syncnet_file, device="cpu", progress=False)
     assert "\n" not in str(exc.value)
+
+
+def test_a_reference_without_a_face_is_a_clear_error(media, syncnet_file):
+    with pytest.raises(InputError, match=r"the mouth was found in only 0 of 10 frames of it and its reference"):
+        evaluate(media["clip"], reference=media["grey224"], syncnet=syncnet_file, device="cpu", progress=False)
 
 
 def test_separate_audio(media, syncnet_file):
