@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import tempfile
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,20 +93,35 @@ def extract_frames(video: str | Path, folder: Path) -> JpegFrames:
 
 
 def jpeg_round_trip(frames: Iterable[np.ndarray], folder: Path, name: str) -> JpegFrames:
-    """224x224 RGB frames through the same JPEG encoder (from yuv420p, as a decoded video would enter it)."""
-    raw = bytearray()
+    """224x224 RGB frames through the same JPEG encoder (from yuv420p, as a decoded video would enter it),
+    streamed to ffmpeg as they come."""
+    command = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+               "-s", f"{SIZE}x{SIZE}", "-framerate", "25", "-i", "pipe:0", "-vf", "format=yuv420p", "-threads", "1",
+               "-f", "image2", str(folder / "%06d.jpg")]
     count = 0
-    for frame in frames:
-        frame = np.ascontiguousarray(frame, np.uint8)
-        if frame.shape != (SIZE, SIZE, 3):
-            raise InputError(f"{name}: frames are {frame.shape}; SyncNet scores 224x224x3 face crops")
-        raw += frame.tobytes()
-        count += 1
+    with tempfile.TemporaryFile() as errors:
+        encoder = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=errors)
+        try:
+            for frame in frames:
+                frame = np.ascontiguousarray(frame, np.uint8)
+                if frame.shape != (SIZE, SIZE, 3):
+                    raise InputError(f"{name}: frames are {frame.shape}; SyncNet scores 224x224x3 face crops")
+                encoder.stdin.write(memoryview(frame).cast("B"))
+                count += 1
+            encoder.stdin.close()
+            status = encoder.wait(timeout=FFMPEG_TIMEOUT)
+        except BrokenPipeError:
+            status = encoder.wait(timeout=FFMPEG_TIMEOUT)
+        finally:
+            if encoder.poll() is None:
+                encoder.kill()
+                encoder.wait()
+        errors.seek(0)
+        reason = last_line(errors.read().decode(errors="replace"))
     if count == 0:
         raise InputError(f"{name}: no frames to score")
-    _run_ffmpeg(["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{SIZE}x{SIZE}", "-framerate", "25", "-i", "pipe:0",
-                 "-vf", "format=yuv420p", "-threads", "1", "-f", "image2", str(folder / "%06d.jpg")],
-                name, "encode the face crops", stdin=bytes(raw))
+    if status != 0:
+        raise InputError(f"{name}: ffmpeg could not encode the face crops ({reason})")
     return JpegFrames(folder, name)
 
 
