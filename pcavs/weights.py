@@ -86,7 +86,7 @@ def read_state_dict(path: Path, label: str | None = None, hint: str = DOWNLOAD_H
     try:  # zip checkpoints (PyTorch >= 1.6) are memory-mapped; older, legacy ones are read whole
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
-        if "Unsupported operand" in str(exc):  # bytes that are no pickle at all (an HTML page, a text file)
+        if not _pickle_start(path):  # no pickle at all (an HTML page, a text file)
             raise WeightsError(f"{label}: truncated or not a PyTorch checkpoint; {hint}") from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling failed"
         if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
@@ -97,6 +97,13 @@ def read_state_dict(path: Path, label: str | None = None, hint: str = DOWNLOAD_H
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{label}: not a state dict of tensors; {hint}")
     return state
+
+
+def _pickle_start(path: Path) -> bool:
+    """Whether a file begins as torch.save's files do: a zip, or a pickle of protocol 2 or later (the PROTO opcode)."""
+    with open(path, "rb") as handle:
+        start = handle.read(2)
+    return start == b"PK" or start[:1] == b"\x80"
 
 
 def _first_line(exc: BaseException) -> str:
