@@ -213,7 +213,7 @@ class Pipeline:
         pose_codes, pose_crops = self._stage("pose", self._pose_codes, pose, options, count, batch_size)
         mouth_codes = self._stage("mouth video", self._video_mouth_codes, options, count, batch_size)
         composer = Composer(options.mode, identities[0])
-        output = Output(out, composer, sound, keep_faces=options.return_frames or out is None,
+        output = Output(out, composer, sound, keep_faces=options.return_frames or options.return_faces or out is None,
                         keep_frames=options.return_frames)
         generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
 
@@ -383,7 +383,7 @@ def generate(
     Options (see `pcavs.options.Options`): mode ("full" | "crop" | "grid"), mouth (video
     driving the mouth; experimental), aligned (inputs already are 224x224 PC-AVS crops),
     noise ("fixed" | "random"), seed, pose_loop ("pingpong" | "loop" | "hold"), face_index,
-    detector, batch_size, return_frames, progress.
+    detector, batch_size, return_frames, return_faces, progress.
     """
     job = job_options(**options)
     check_inputs(face, audio, pose, out, job)
