@@ -4,15 +4,14 @@ the same run's measured convolution (the best of the generator's own conv shapes
     python benchmarks/bench.py [--frames 48] [--batch-size 8] [--dtype float32|bfloat16|float16]
                                [--device cpu|cuda] [--compile] [--full]
 
-The job: the conformance kit's aligned face and pose frames with weights synthesized by its
-rule (../shared/conformance), `crop` mode, audio cut to --frames frames. --full adds a run in
+The job: the conformance kit's aligned face and pose frames (tests/data/pcavs) with weights
+synthesized by its rule (tests/pcavs_weights.py), `crop` mode, audio cut to --frames frames. --full adds a run in
 `full` mode with a 1080p photo (the face placed into a 1920x1080 canvas, real detection and
 paste-back). Figures are printed, never asserted.
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import sys
 import tempfile
@@ -25,18 +24,16 @@ import soundfile as sf
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-KIT = ROOT.parent / "shared" / "conformance"
+KIT = ROOT / "tests" / "data" / "pcavs"
+sys.path.insert(0, str(ROOT / "tests"))
 # Useful work per frame (GFLOP): generator, pose encoder (per distinct pose frame), audio encoder; identity once per job.
 GFLOP = {"G": 69.4, "E": 12.7, "A_sync": 0.94, "V": 8.6}
 
 
 def synthesize_weights(folder: Path) -> None:
-    spec = importlib.util.spec_from_file_location("make_weights", KIT / "make_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    manifest = module.load_manifest()
-    for net in ("G", "V", "E", "A_sync"):
-        torch.save(module.synth_state_dict(net, manifest), folder / f"latest_net_{net}.pth")
+    from pcavs_weights import write_checkpoints
+
+    write_checkpoints(folder)
 
 
 # The generator's own 3x3 convolution shapes (batch 4): the machine's float32 conv throughput is the best of them.

@@ -22,7 +22,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-KIT = ROOT.parent / "shared" / "conformance"
+KIT = ROOT / "tests" / "data" / "pcavs"
 
 
 def make_video(path: Path, seconds: float, fps: int) -> None:

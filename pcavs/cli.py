@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import traceback
 import warnings
@@ -20,6 +21,7 @@ EXAMPLES = """examples:
   pcavs batch jobs.csv                         # columns face,audio,pose,out; one model load
   pcavs batch jobs.csv --ray --workers 4       # the same rows on Ray (pip install "pcavs[ray]")
   pcavs download                               # fetch the released weights into the user cache
+  pcavs eval me.mp4 --plot sync.png             # lip-sync scores (needs `pcavs download syncnet` once)
   pcavs convert --out pcavs_fp16.safetensors --dtype float16
 """
 
@@ -49,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--pose", help="head motion: a video, a folder of frames, or one image (fixed pose)")
     gen.add_argument("--mouth", help="experimental: drive the mouth from this video instead of the audio")
     gen.add_argument("--out", required=True, help="the mp4 to write")
+    gen.add_argument("--eval", action="store_true", help="then print the lip-sync scores of the generated faces (SyncNet)")
+    gen.add_argument("--syncnet", help="SyncNet weights for --eval (default: $PCAVS_SYNCNET, the user cache)")
     _job_options(gen)
 
     batch = commands.add_parser("batch", help="run every row of a CSV (face,audio,pose,out) with one model load")
@@ -63,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run the bundled demo photo, voice and pose clip")
     demo.add_argument("--out", default="pcavs_demo.mp4", help="the mp4 to write (default: pcavs_demo.mp4)")
     _job_options(demo)
+
+    evaluate = commands.add_parser("eval", help="lip-sync (LSE-D, LSE-C, offset) and quality scores of talking-face videos")
+    evaluate.add_argument("video", nargs="?", help="the video to score (a 224x224 face video is scored as it is; "
+                                                   "in any other the face is found and cropped)")
+    evaluate.add_argument("--audio", help="the speech to score against (default: the video's own audio)")
+    evaluate.add_argument("--reference", help="the ground-truth video: adds SSIM, PSNR and LMD")
+    evaluate.add_argument("--csv", help="score every row of a CSV (columns video[,audio][,reference]) with one model load")
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.add_argument("--plot", help="write a PNG: per-window confidence over time and distance against offset")
+    evaluate.add_argument("--syncnet", help="SyncNet weights (default: $PCAVS_SYNCNET, then the user cache)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps (default: auto)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
 
     download = commands.add_parser("download", help="fetch and verify released weights into the user cache")
     download.add_argument("model", nargs="?", choices=tuple(DOWNLOADS), default="pcavs",
@@ -83,15 +99,28 @@ def _model(args: argparse.Namespace) -> dict:
     return dict(checkpoints=args.checkpoints, device=args.device, dtype=args.dtype, compile=args.compile)
 
 
-def _generate(face, audio, pose, out, args: argparse.Namespace):
+def _generate(face, audio, pose, out, args: argparse.Namespace, **changes):
     from .pipeline import generate
 
-    return generate(face, audio, pose, out, **_model(args), **asdict(options.from_arguments(args)))
+    job = options.from_arguments(args).update(**changes)
+    return generate(face, audio, pose, out, **_model(args), **asdict(job))
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    result = _generate(args.face, args.audio, args.pose, args.out, args)
+    syncnet = None
+    if args.eval:  # missing SyncNet weights fail before the generation, not after
+        from .evaluation import resolve_device, resolve_syncnet
+
+        syncnet = resolve_syncnet(args.syncnet, resolve_device(args.device))
+    result = _generate(args.face, args.audio, args.pose, args.out, args, return_faces=args.eval)
     print(f"wrote {result.video} ({result.num_frames} frames at {result.fps} fps)")
+    if syncnet is not None:
+        from .evaluation import evaluate_faces
+
+        sound = args.audio if args.audio is not None else args.mouth
+        scores = evaluate_faces(result.faces, sound, syncnet=syncnet, device=args.device, progress=not args.quiet,
+                                name=f"{result.video} (generated faces)")
+        print(scores.summary())
     return 0
 
 
@@ -120,6 +149,41 @@ def run_batch(args: argparse.Namespace) -> int:
     return 2 if report.failed else 0
 
 
+def run_eval(args: argparse.Namespace) -> int:
+    from . import evaluation
+
+    if (args.video is None) == (args.csv is None):
+        raise InputError("eval: give one VIDEO, or --csv videos.csv for many")
+    if args.csv is not None and (args.audio or args.reference or args.plot):
+        raise InputError("eval --csv: put audio and reference in the CSV's columns; --plot takes one video")
+    device = evaluation.resolve_device(args.device)
+    syncnet = evaluation.resolve_syncnet(args.syncnet, device)
+    if args.csv is None:
+        result = evaluation.evaluate(args.video, args.audio, args.reference, syncnet, device, progress=not args.quiet)
+        if args.plot:
+            result.plot(args.plot)
+        print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+        if args.plot and not args.json:
+            print(f"wrote {args.plot}")
+        return 0
+    results, failed = [], 0
+    for number, row in evaluation.read_csv(args.csv):
+        try:
+            results.append(evaluation.evaluate(row["video"], row.get("audio"), row.get("reference"), syncnet, device,
+                                               progress=not args.quiet))
+        except WeightsError:  # no row can run
+            raise
+        except PcavsError as exc:
+            failed += 1
+            print(f"pcavs: row {number}: {exc}", file=sys.stderr)
+    if args.json:
+        print(json.dumps([r.to_dict(windows=False) for r in results], indent=2))
+    else:
+        print(evaluation.results_table(results))
+        print(f"{len(results)} of {len(results) + failed} videos scored")
+    return 2 if failed else 0
+
+
 def download_pcavs(args: argparse.Namespace) -> Path:
     from .download import download_weights
 
@@ -128,7 +192,15 @@ def download_pcavs(args: argparse.Namespace) -> Path:
     return download_weights(dest=args.dest, url=args.url, zip_path=args.from_zip)
 
 
-DOWNLOADS = {"pcavs": download_pcavs}  # model name -> installer; each returns where the weights now are
+def download_syncnet(args: argparse.Namespace) -> Path:
+    from .syncnet import download_syncnet as install
+
+    if args.from_zip:
+        raise InputError("--from-zip is for PC-AVS's demo.zip; for SyncNet use --from-file syncnet_v2.model")
+    return install(dest=args.dest, url=args.url, from_file=args.from_file)
+
+
+DOWNLOADS = {"pcavs": download_pcavs, "syncnet": download_syncnet}  # model name -> installer; each returns where the weights now are
 
 
 def run_download(args: argparse.Namespace) -> int:
@@ -148,6 +220,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "generate": run_generate, "batch": run_batch, "demo": run_demo, "download": run_download, "convert": run_convert,
+    "eval": run_eval,
 }
 
 

@@ -42,6 +42,7 @@ class Options:
     detector: str = _option("litert", "face landmark backend", DETECTORS)
     batch_size: int | None = _option(None, "frames per generator batch (default: 4 on a CPU, 32 on a GPU)")
     return_frames: bool = _option(False, "keep result.faces and result.frames", cli=False)
+    return_faces: bool = _option(False, "keep result.faces (the generated 224x224 faces), e.g. to score them", cli=False)
     progress: bool = _option(True, "show a progress bar", cli=False)
 
     def __post_init__(self) -> None:

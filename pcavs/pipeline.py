@@ -21,7 +21,7 @@ from .compose import Composer
 from .errors import InputError, OutOfMemoryError
 from .options import Options, job_options
 from .sources import Identity, Media, aligned_frames, as_list, describe, load_identities
-from .video import VideoWriter
+from .video import VideoWriter, folder_writable
 from .weights import Networks, find_checkpoints, load_networks
 
 T = TypeVar("T")
@@ -122,8 +122,9 @@ def check_inputs(face, audio, pose, out, options: Options) -> None:
     if out is not None:
         folder = Path(out).expanduser().resolve().parent
         if not folder.is_dir():
-            raise InputError(f"out: folder {folder} does not exist; create it or choose another path")
-        if not os.access(folder, os.W_OK):
+            what = " (a file has that name)" if folder.exists() else ""
+            raise InputError(f"out: folder {folder} does not exist{what}; create it or choose another path")
+        if not folder_writable(folder):
             raise InputError(f"out: folder {folder} is not writable; choose another path")
         if Path(out).suffix.lower() not in (".mp4", ".mov", ".m4v"):
             raise InputError(f"out: {out}: the output must be an .mp4 (or .mov) file")
@@ -212,7 +213,7 @@ class Pipeline:
         pose_codes, pose_crops = self._stage("pose", self._pose_codes, pose, options, count, batch_size)
         mouth_codes = self._stage("mouth video", self._video_mouth_codes, options, count, batch_size)
         composer = Composer(options.mode, identities[0])
-        output = Output(out, composer, sound, keep_faces=options.return_frames or out is None,
+        output = Output(out, composer, sound, keep_faces=options.return_frames or options.return_faces or out is None,
                         keep_frames=options.return_frames)
         generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
 
@@ -382,7 +383,7 @@ def generate(
     Options (see `pcavs.options.Options`): mode ("full" | "crop" | "grid"), mouth (video
     driving the mouth; experimental), aligned (inputs already are 224x224 PC-AVS crops),
     noise ("fixed" | "random"), seed, pose_loop ("pingpong" | "loop" | "hold"), face_index,
-    detector, batch_size, return_frames, progress.
+    detector, batch_size, return_frames, return_faces, progress.
     """
     job = job_options(**options)
     check_inputs(face, audio, pose, out, job)

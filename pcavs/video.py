@@ -208,6 +208,16 @@ def _frames(path, args: list[str], height: int, width: int) -> Iterator[np.ndarr
         raise InputError(f"{path}: no video frames could be decoded; is the file complete?")
 
 
+def folder_writable(folder: str | os.PathLike) -> bool:
+    """Whether a file can be created in `folder`, found by creating (and removing) one: the permission
+    bits `os.access` reads say yes to root almost everywhere, also where creating a file fails."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".pcavs-", suffix=".probe"):
+            return True
+    except OSError:
+        return False
+
+
 class VideoWriter:
     """Pipe RGB frames into an H.264 (yuv420p, BT.709) + AAC mp4 at a constant `fps`; the file appears at `out` only complete.
 
@@ -233,7 +243,7 @@ class VideoWriter:
             raise InputError(f"{folder}: the output folder does not exist{what}; create it or choose another output path")
         if self.out.is_dir():
             raise InputError(f"{self.out}: is a folder; give a file name for the video, such as {self.out / 'out.mp4'}")
-        if not os.access(folder, os.W_OK | os.X_OK):
+        if not folder_writable(folder):
             raise InputError(f"{folder}: the output folder is not writable; choose another output path")
         self.audio = None
         if audio is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from conftest import INPUTS
+from kits import INPUTS
 from media import tone
 from pcavs.video import iter_frames
 

@@ -1,47 +1,41 @@
-"""Shared fixtures: the conformance kit in ../shared, weights synthesized from it once per run, one loaded pipeline."""
+"""Shared fixtures: the conformance data (in tests/data, and the full kit when ../shared is beside the clone),
+weights synthesized once per run by the kit's rule, one loaded pipeline.
+
+Slow tests (`@pytest.mark.slow`) run when PCAVS_SLOW=1 (CI sets it); the default run stays short.
+"""
 from __future__ import annotations
 
-import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-CONFORMANCE = Path(__file__).resolve().parents[1].parent / "shared" / "conformance"
-INPUTS = CONFORMANCE / "inputs"
-
-
-def _make_weights_module():
-    spec = importlib.util.spec_from_file_location("make_weights", CONFORMANCE / "make_weights.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from kits import DATA, require_kit
 
 
 @pytest.fixture(scope="session")
-def make_weights():
-    """The kit's make_weights module (synth_state_dict, load_manifest)."""
-    assert CONFORMANCE.is_dir(), f"the conformance kit is missing: expected {CONFORMANCE}"
-    return _make_weights_module()
-
-
-@pytest.fixture(scope="session")
-def synth_weights(tmp_path_factory, make_weights) -> Path:
+def synth_weights(tmp_path_factory) -> Path:
     """A checkpoint folder with latest_net_{G,V,E,A_sync}.pth synthesized by the kit's rule."""
-    import torch
+    from pcavs_weights import write_checkpoints
 
-    folder = tmp_path_factory.mktemp("checkpoints") / "demo"
-    folder.mkdir()
-    manifest = make_weights.load_manifest()
-    for net in ("G", "V", "E", "A_sync"):
-        torch.save(make_weights.synth_state_dict(net, manifest), folder / f"latest_net_{net}.pth")
-    return folder
+    return write_checkpoints(tmp_path_factory.mktemp("checkpoints") / "demo")
 
 
-@pytest.fixture(scope="session")
-def golden() -> dict[str, np.ndarray]:
-    with np.load(CONFORMANCE / "golden.npz") as data:
+def _load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as data:
         return {key: data[key] for key in data.files}
+
+
+@pytest.fixture(scope="session", params=["repo", "kit"])
+def golden(request) -> dict[str, np.ndarray]:
+    """The reference outputs: the compact copy in tests/data, then (when present) every array of the full kit."""
+    if request.param == "repo":
+        return {**_load(DATA / "pcavs" / "golden_features.npz"), **_load(DATA / "pcavs" / "golden_images.npz")}
+    full = _load(require_kit("conformance") / "golden.npz")
+    full["driven_uint8_rows"] = np.arange(len(full["driven_uint8"]))
+    full["pose_inputs_rows"] = np.arange(len(full["pose_inputs"]))
+    return full
 
 
 @pytest.fixture(scope="session")
@@ -52,12 +46,31 @@ def pipeline(synth_weights):
 
 
 @pytest.fixture(autouse=True)
-def _checkpoints_env(synth_weights, monkeypatch, request, tmp_path):
-    """Every test sees the synthesized weights through PCAVS_CHECKPOINTS unless it opts out."""
-    if "no_weights_env" not in request.keywords:
-        monkeypatch.setenv("PCAVS_CHECKPOINTS", str(synth_weights))
+def _checkpoints_env(request, monkeypatch, tmp_path):
+    """Tests that use weights see the synthesized ones through PCAVS_CHECKPOINTS unless they opt out;
+    every test gets its own empty user cache."""
     monkeypatch.setenv("PCAVS_HOME", str(tmp_path / "pcavs-home"))
+    if "no_weights_env" not in request.keywords:
+        monkeypatch.setenv("PCAVS_CHECKPOINTS", str(request.getfixturevalue("synth_weights")))
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "no_weights_env: do not point PCAVS_CHECKPOINTS at the synthesized weights")
+    config.addinivalue_line("markers", "slow: long; runs when PCAVS_SLOW=1 (as in CI)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("PCAVS_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set PCAVS_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def syncnet_file(tmp_path_factory) -> Path:
+    """A syncnet_v2.model synthesized by the syncnet_conformance kit's rule (tests/syncnet_weights.py)."""
+    import syncnet_weights
+
+    return syncnet_weights.write(tmp_path_factory.mktemp("syncnet") / "syncnet_v2.model")

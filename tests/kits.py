@@ -13,6 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
+INPUTS = DATA / "pcavs" / "inputs"  # the PC-AVS kit's inputs: an aligned face, 12 aligned pose frames, speech
 
 
 def kit_path(name: str) -> Path:

@@ -11,7 +11,7 @@ import functools
 import cv2
 import numpy as np
 
-from conftest import INPUTS
+from kits import INPUTS
 
 IDENTITY = INPUTS / "identity" / "000000.png"
 CROP_CORNERS = np.array([[0, 0], [224, 0], [0, 224], [224, 224]], np.float64)

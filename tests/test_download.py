@@ -19,6 +19,7 @@ from pcavs import download
 from pcavs.cli import main
 from pcavs.errors import InputError, NetworkError, WeightsError
 from pcavs.weights import find_checkpoints, load_networks
+from pcavs_weights import synth_state_dict
 
 NETS = ("G", "V", "E", "A_sync")
 INSTALLED = sorted(f"latest_net_{n}.pth" for n in NETS)
@@ -37,7 +38,7 @@ def write_zip(path: Path, entries: dict[str, Path | bytes], method: int = zipfil
 
 
 @pytest.fixture(scope="module")
-def zips(tmp_path_factory, synth_weights, make_weights) -> dict[str, Path]:
+def zips(tmp_path_factory, synth_weights) -> dict[str, Path]:
     """Good and broken demo.zip variants, built once for the module (ZIP_STORED: fast to write and read)."""
     folder = tmp_path_factory.mktemp("zips")
     real = {n: synth_weights / f"latest_net_{n}.pth" for n in NETS}
@@ -47,7 +48,7 @@ def zips(tmp_path_factory, synth_weights, make_weights) -> dict[str, Path]:
                                                    "demo/latest_net_D.pth": b"discriminator: not used"})
     made["root"] = write_zip(folder / "root.zip", {f"latest_net_{n}.pth": p for n, p in real.items()})
 
-    state = make_weights.synth_state_dict("A_sync")
+    state = synth_state_dict("A_sync")
     state["fc.renamed"] = state.pop("fc.weight")
     torch.save(state, folder / "wrong_A_sync.pth")
     made["wrong_key"] = write_zip(folder / "wrong_key.zip", {**{f"demo/latest_net_{n}.pth": p for n, p in real.items()},

@@ -18,7 +18,7 @@ from pcavs.ffmpeg import ffmpeg_exe, probe
 from pcavs.images import read_image
 from pcavs.video import iter_frames, read_audio
 
-from conftest import INPUTS
+from kits import INPUTS
 from media import tone
 from media_av import ffmpeg
 
@@ -156,6 +156,7 @@ def test_check_inputs_before_model_work(monkeypatch, tmp_path):
         pcavs.generate(face=DEMO_FACE, audio=DEMO_POSE, pose_loop="bounce")
 
 
+@pytest.mark.slow  # the whole demo (62 frames); CI runs it, and .ci/run runs it again from the wheel
 def test_demo_command(tmp_path):
     done = cli("demo", "--out", str(tmp_path / "demo.mp4"), "--mode", "crop", "--quiet")
     assert done.returncode == 0, done.stderr

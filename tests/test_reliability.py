@@ -2,6 +2,7 @@
 audio front-end and alignment. Each bad input of the README's catalogue is tested in test_catalogue.py."""
 from __future__ import annotations
 
+import ast
 import math
 import signal
 import subprocess
@@ -18,12 +19,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import pcavs
 from pcavs import audio
 from pcavs.align import ANCHOR_TARGETS, similarity_transform
 from pcavs.demo import DEMO_FACE
 from pcavs.errors import InputError, OutOfMemoryError
 
-from conftest import INPUTS
+from kits import INPUTS
 from media import tone
 from media_av import ffmpeg
 
@@ -60,6 +62,7 @@ def start_and_interrupt(command: list[str], out: Path) -> tuple[int, int, str]:
     return process.returncode, peak, stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("interface", ["api", "cli"])
 def test_hours_long_audio_streams_in_flat_memory(tmp_path, hours_of_speech, interface):
     out = tmp_path / "talk.mp4"
@@ -102,11 +105,129 @@ def test_gpu_out_of_memory_splits_the_batch(tmp_path, pipeline, monkeypatch):
         run(pipeline, voice, batch_size=1)
 
 
+# Functions that start a process, by module. Those in SHELL_ONLY always hand a string to a shell.
+PROCESS_STARTERS = {
+    "subprocess": {"run", "call", "check_call", "check_output", "Popen", "getoutput", "getstatusoutput"},
+    "os": {"system", "popen", "execv", "execve", "execvp", "execvpe", "execl", "execle", "execlp", "execlpe", "spawnv",
+           "spawnve", "spawnvp", "spawnvpe", "spawnl", "spawnle", "spawnlp", "spawnlpe", "posix_spawn", "posix_spawnp"},
+    "asyncio": {"create_subprocess_exec", "create_subprocess_shell"},
+    "asyncio.subprocess": {"create_subprocess_exec", "create_subprocess_shell"},
+    "pty": {"spawn"},
+}
+SHELL_ONLY = {"os.system", "os.popen", "subprocess.getoutput", "subprocess.getstatusoutput", "asyncio.create_subprocess_shell",
+              "asyncio.subprocess.create_subprocess_shell"}
+
+
+def process_calls(tree: ast.Module) -> list[tuple[str, ast.Call, list[ast.AST]]]:
+    """(qualified name, call, its enclosing nodes) for each call in `tree` that starts a process,
+    whatever name the function was imported under (`import subprocess as sp`, `from os import system`)."""
+    names: dict[str, str] = {}  # local name -> qualified name
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                names[alias.asname or alias.name.split(".")[0]] = alias.name if alias.asname else alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                names[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+
+    def qualified(node: ast.AST) -> str | None:
+        if isinstance(node, ast.Name):
+            return names.get(node.id)
+        if isinstance(node, ast.Attribute):
+            base = qualified(node.value)
+            return f"{base}.{node.attr}" if base else None
+        return None
+
+    found = []
+
+    def visit(node: ast.AST, parents: list[ast.AST]) -> None:
+        if isinstance(node, ast.Call):
+            name = qualified(node.func)
+            module, _, function = (name or "").rpartition(".")
+            if function in PROCESS_STARTERS.get(module, ()):
+                found.append((name, node, parents))
+        for child in ast.iter_child_nodes(node):
+            visit(child, parents + [node])
+
+    visit(tree, [])
+    return found
+
+
+def is_argument_list(command: ast.AST, parents: list[ast.AST]) -> bool:
+    """Whether `command` is visibly a list or tuple: a display, a sum of them, or a name that the
+    enclosing function (or the module) only ever assigns such a value to."""
+    if isinstance(command, (ast.List, ast.Tuple)):
+        return True
+    if isinstance(command, ast.BinOp) and isinstance(command.op, ast.Add):
+        return is_argument_list(command.left, parents) and is_argument_list(command.right, parents)
+    if isinstance(command, ast.Name):
+        scope = next((p for p in reversed(parents) if isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module))), None)
+        values = [node.value for node in ast.walk(scope) if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None
+                  and any(isinstance(target, ast.Name) and target.id == command.id
+                          for target in (node.targets if isinstance(node, ast.Assign) else [node.target]))]
+        return bool(values) and all(is_argument_list(v, parents) for v in values)
+    return False
+
+
+def shell_problems(path: Path) -> tuple[int, list[str]]:
+    """(number of process-starting calls, what is wrong with them) in one source file."""
+    problems = []
+    calls = process_calls(ast.parse(path.read_text(), str(path)))
+    for name, call, parents in calls:
+        where = f"{path}:{call.lineno} {name}"
+        if name in SHELL_ONLY:
+            problems.append(f"{where}: always runs a shell")
+            continue
+        for keyword in call.keywords:
+            if keyword.arg is None:
+                problems.append(f"{where}: **kwargs may hide shell=True")
+            elif keyword.arg == "shell" and not (isinstance(keyword.value, ast.Constant) and keyword.value.value is False):
+                problems.append(f"{where}: shell={ast.unparse(keyword.value)}")
+        if name.endswith(".create_subprocess_exec"):
+            continue  # its arguments are the argument list, one by one
+        command = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg == "args"), None)
+        if command is None or isinstance(command, ast.Starred) or not is_argument_list(command, parents):
+            problems.append(f"{where}: the command is not visibly a list or tuple ({ast.unparse(command) if command else 'none'})")
+    return len(calls), problems
+
+
 def test_no_shell_strings():
-    source = subprocess.run([sys.executable, "-c", "import pcavs, inspect, pcavs.video, pcavs.ffmpeg, pcavs.download;"
-                             "print(inspect.getsource(pcavs.video) + inspect.getsource(pcavs.ffmpeg))"],
-                            capture_output=True, text=True, check=True).stdout
-    assert "shell=True" not in source and "os.system" not in source
+    """Every call that starts a process, in every module of the package, gets an argument list and no shell."""
+    package = Path(pcavs.__file__).parent
+    starting, problems = set(), []
+    for path in sorted(package.rglob("*.py")):
+        count, found = shell_problems(path)
+        if count:
+            starting.add(path.relative_to(package.parent).as_posix())
+        problems += found
+    assert {"pcavs/ffmpeg.py", "pcavs/video.py"} <= starting, starting  # the checker sees the calls it must see
+    assert problems == []
+
+
+def test_shell_checker_catches_shell_strings(tmp_path):
+    """The checker itself: each way of reaching a shell, or a command string, is reported."""
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import os, subprocess as sp\n"
+        "from subprocess import Popen as P, check_output\n"
+        "import asyncio, asyncio.subprocess\n"
+        "def f(cmd, opts):\n"
+        "    line = 'ffmpeg -i x'\n"
+        "    sp.run(['ls'], shell=True)\n"
+        "    P('ffmpeg -i x')\n"
+        "    check_output(line)\n"
+        "    sp.run(cmd)\n"
+        "    sp.call(['ls'], **opts)\n"
+        "    os.system('ls')\n"
+        "    asyncio.create_subprocess_shell('ls')\n"
+        "    args = ['ffmpeg'] + ['-i', 'x']\n"
+        "    sp.run(args, shell=False)\n"
+        "    asyncio.create_subprocess_exec('ffmpeg', '-i', 'x')\n"
+        "    asyncio.subprocess.create_subprocess_shell('ls')\n"
+    )
+    count, problems = shell_problems(bad)
+    assert count == 10
+    assert [p.split(":")[1].split(" ")[0] for p in problems] == ["6", "7", "8", "9", "10", "11", "12", "16"], problems
 
 
 @settings(max_examples=12, deadline=None)

@@ -10,11 +10,12 @@ import torch
 
 from pcavs import weights
 from pcavs.errors import WeightsError
+from pcavs_weights import synth_state_dict
 
 
 @pytest.fixture(scope="module")
-def audio_state(make_weights):
-    return make_weights.synth_state_dict("A_sync")
+def audio_state():
+    return synth_state_dict("A_sync")
 
 
 def one_line(exc: pytest.ExceptionInfo) -> str:
