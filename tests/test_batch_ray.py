@@ -36,6 +36,7 @@ def cluster():
     shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow  # about 30-50 frames: a minute or two on 2 cores
 def test_ray_gives_the_local_videos_and_records_failures(tmp_path, cluster, synth_weights, capsys):
     local, remote = tmp_path / "local", tmp_path / "ray"
     local.mkdir(), remote.mkdir()
