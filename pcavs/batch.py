@@ -7,6 +7,7 @@ outputs, deciding that an output is already a complete video, running one row on
 from __future__ import annotations
 
 import csv
+import dataclasses
 import difflib
 import glob
 import os
@@ -25,7 +26,9 @@ from .options import MODEL_OPTIONS, Options, job_options, names as option_names
 MEDIA_COLUMNS = ("face", "audio", "pose", "out")
 RESULT_COLUMNS = ("row", "out", "status", "error", "frames", "seconds")
 PATH_OPTIONS = ("mouth",)  # option columns holding a path, relative to the jobs file like the media columns
-NOT_PER_ROW = ("return_frames", "progress")  # a batch keeps no frames, and shows one bar over the rows
+# the options that are no command-line flags (progress, return_frames, ...): off for every row,
+# since a batch keeps no frames and shows one bar over the rows
+NOT_PER_ROW = tuple(spec.name for spec in dataclasses.fields(Options) if not spec.metadata["cli"])
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v")
 SAVE_EVERY = 5.0  # seconds between rewrites of the results table while rows finish
 ERROR_CHARS = 300
@@ -143,7 +146,7 @@ def make_job(number: int, row: Mapping[str, str], base: Path, defaults: Options)
         if name in given:
             given[name] = str(path(given[name]))
     parsed = Options.from_strings(given)
-    options = defaults.update(**{name: getattr(parsed, name) for name in given}, return_frames=False, progress=False)
+    options = defaults.update(**{name: getattr(parsed, name) for name in given})
     if face is None:
         raise InputError("face: the cell is empty; give a photo")
     if audio is None and options.mouth is None:
@@ -159,7 +162,7 @@ def load_jobs(jobs: str | os.PathLike | Sequence[Mapping[str, Any]], defaults: O
     rows, base = read_rows(jobs)
     where = str(jobs) if isinstance(jobs, (str, os.PathLike)) else "jobs"
     check_columns(dict.fromkeys(column for _, row in rows for column in row if column), where)
-    defaults = defaults or Options()
+    defaults = (defaults or Options()).update(**dict.fromkeys(NOT_PER_ROW, False))
     made, bad = [], []
     for number, row in rows:
         try:
@@ -369,8 +372,7 @@ def batch(
     <jobs>.results.csv beside a jobs file. `options` are the defaults for every row
     (mode, noise, seed, pose_loop, ...); the row's own cells win.
     """
-    defaults = job_options(**options).update(progress=False, return_frames=False)
-    loaded = load_jobs(jobs, defaults)
+    loaded = load_jobs(jobs, job_options(**options))
     if workers is not None and (not isinstance(workers, int) or workers < 1):
         raise InputError(f"workers: {workers!r} must be a positive whole number")
     if workers is not None and ray is None:

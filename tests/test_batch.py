@@ -50,9 +50,10 @@ def test_paths_are_relative_to_the_jobs_file_and_outputs_are_named(tmp_path):
     assert second.out == folder / "000000_voice200.mp4" and second.pose is None
     assert third.out == folder / "000000_voice200_nod.mp4" and third.pose == folder / "clips" / "nod.mp4"
     assert (third.options.noise, third.options.seed, third.options.aligned) == ("random", 3, True)
-    assert not third.options.progress and not third.options.return_frames
+    assert not (third.options.progress or third.options.return_frames or third.options.return_faces)
 
 
+@pytest.mark.slow  # about 30-50 frames: a minute or two on 2 cores
 def test_local_engine_results_table_skip_and_redo(tmp_path, synth_weights, capsys):
     jobs = six_rows(tmp_path)
     args = ["batch", str(jobs), "--aligned", "--mode", "crop", "--checkpoints", str(synth_weights), "--quiet"]

@@ -25,17 +25,30 @@ ray = pytest.importorskip("ray")
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A private Ray instance: 2 CPUs, no dashboard, bound to 127.0.0.1, its files in a short temporary folder."""
+    """A private Ray instance: 2 CPUs, no dashboard, on the loopback address only, its files in a short folder.
+
+    Ray turns 127.0.0.1 into the machine's reachable address unless it is told this is no cluster
+    (its switch for laptops): then the node, and every port it opens, is on 127.0.0.1.
+    """
+    from ray._private import ray_constants
+
     if ray.is_initialized():
         ray.shutdown()
     folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=folder,
-             log_to_driver=False, configure_logging=False)
-    yield ray
-    ray.shutdown()
-    shutil.rmtree(folder, ignore_errors=True)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read by the processes Ray starts
+        patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False, raising=False)  # and by this one, read at import
+        ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=folder,
+                 log_to_driver=False, configure_logging=False)
+        try:
+            assert [node["NodeManagerAddress"] for node in ray.nodes()] == ["127.0.0.1"]
+            yield ray
+        finally:
+            ray.shutdown()
+            shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.slow  # about 30-50 frames: a minute or two on 2 cores
 def test_ray_gives_the_local_videos_and_records_failures(tmp_path, cluster, synth_weights, capsys):
     local, remote = tmp_path / "local", tmp_path / "ray"
     local.mkdir(), remote.mkdir()
