@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import csv
+import json
 import sys
 import traceback
 import warnings
@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import options
-from .errors import InputError, PcavsError, WeightsError
+from .errors import InputError, PcavsError
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -20,8 +20,10 @@ EXAMPLES = """examples:
   pcavs generate --face me.jpg --audio hello.wav --pose nod.mp4 --mode grid --out grid.mp4
   pcavs batch jobs.csv                         # columns face,audio,pose,out; one model load
   pcavs generate --face me.jpg --audio hello.mp3 --enhance gfpgan --out sharp.mp4
+  pcavs batch jobs.csv --ray --workers 4       # the same rows on Ray (pip install "pcavs[ray]")
   pcavs download                               # fetch the released weights into the user cache
   pcavs download gfpgan                        # GFPGAN v1.4 for --enhance gfpgan (also fetched on first use)
+  pcavs eval me.mp4 --plot sync.png             # lip-sync scores (needs `pcavs download syncnet` once)
   pcavs convert --out pcavs_fp16.safetensors --dtype float16
 """
 
@@ -51,15 +53,34 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--pose", help="head motion: a video, a folder of frames, or one image (fixed pose)")
     gen.add_argument("--mouth", help="experimental: drive the mouth from this video instead of the audio")
     gen.add_argument("--out", required=True, help="the mp4 to write")
+    gen.add_argument("--eval", action="store_true", help="then print the lip-sync scores of the generated faces (SyncNet)")
+    gen.add_argument("--syncnet", help="SyncNet weights for --eval (default: $PCAVS_SYNCNET, the user cache)")
     _job_options(gen)
 
     batch = commands.add_parser("batch", help="run every row of a CSV (face,audio,pose,out) with one model load")
-    batch.add_argument("jobs", help="CSV file; relative paths are relative to its folder")
+    batch.add_argument("jobs", help="CSV file (face,audio,pose,out and any option as a column); paths relative to its folder")
+    batch.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                       help="run on Ray (after the jobs file): the cluster at $RAY_ADDRESS or a new local one, or the one at ADDRESS")
+    batch.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else one per 4 CPUs)")
+    batch.add_argument("--results", help="the results table (default: <jobs>.results.csv beside the jobs file)")
+    batch.add_argument("--overwrite", action="store_true", help="redo rows whose output already is a complete video")
     _job_options(batch)
 
     demo = commands.add_parser("demo", help="run the bundled demo photo, voice and pose clip")
     demo.add_argument("--out", default="pcavs_demo.mp4", help="the mp4 to write (default: pcavs_demo.mp4)")
     _job_options(demo)
+
+    evaluate = commands.add_parser("eval", help="lip-sync (LSE-D, LSE-C, offset) and quality scores of talking-face videos")
+    evaluate.add_argument("video", nargs="?", help="the video to score (a 224x224 face video is scored as it is; "
+                                                   "in any other the face is found and cropped)")
+    evaluate.add_argument("--audio", help="the speech to score against (default: the video's own audio)")
+    evaluate.add_argument("--reference", help="the ground-truth video: adds SSIM, PSNR and LMD")
+    evaluate.add_argument("--csv", help="score every row of a CSV (columns video[,audio][,reference]) with one model load")
+    evaluate.add_argument("--json", action="store_true", help="print the results as JSON")
+    evaluate.add_argument("--plot", help="write a PNG: per-window confidence over time and distance against offset")
+    evaluate.add_argument("--syncnet", help="SyncNet weights (default: $PCAVS_SYNCNET, then the user cache)")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps (default: auto)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
 
     download = commands.add_parser("download", help="fetch and verify released weights into the user cache")
     download.add_argument("model", nargs="?", choices=tuple(DOWNLOADS), default="pcavs",
@@ -80,15 +101,28 @@ def _model(args: argparse.Namespace) -> dict:
     return dict(checkpoints=args.checkpoints, device=args.device, dtype=args.dtype, compile=args.compile)
 
 
-def _generate(face, audio, pose, out, args: argparse.Namespace):
+def _generate(face, audio, pose, out, args: argparse.Namespace, **changes):
     from .pipeline import generate
 
-    return generate(face, audio, pose, out, **_model(args), **asdict(options.from_arguments(args)))
+    job = options.from_arguments(args).update(**changes)
+    return generate(face, audio, pose, out, **_model(args), **asdict(job))
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    result = _generate(args.face, args.audio, args.pose, args.out, args)
+    syncnet = None
+    if args.eval:  # missing SyncNet weights fail before the generation, not after
+        from .evaluation import resolve_device, resolve_syncnet
+
+        syncnet = resolve_syncnet(args.syncnet, resolve_device(args.device))
+    result = _generate(args.face, args.audio, args.pose, args.out, args, return_faces=args.eval)
     print(f"wrote {result.video} ({result.num_frames} frames at {result.fps} fps)")
+    if syncnet is not None:
+        from .evaluation import evaluate_faces
+
+        sound = args.audio if args.audio is not None else args.mouth
+        scores = evaluate_faces(result.faces, sound, syncnet=syncnet, device=args.device, progress=not args.quiet,
+                                name=f"{result.video} (generated faces)")
+        print(scores.summary())
     return 0
 
 
@@ -103,31 +137,52 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_batch(args: argparse.Namespace) -> int:
-    jobs_path = Path(args.jobs)
+    from .batch import batch
+
     try:
-        with open(jobs_path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as exc:
-        raise InputError(f"{jobs_path}: cannot read the jobs file ({exc.strerror})") from None
-    missing = {"face", "audio", "out"} - set(rows[0].keys() if rows else ())
-    if not rows or missing:
-        raise InputError(f"{jobs_path}: needs a header face,audio,pose,out and at least one row")
-    base = jobs_path.resolve().parent
+        report = batch(args.jobs, ray=args.ray, workers=args.workers, results=args.results, overwrite=args.overwrite,
+                       **_model(args), **asdict(options.from_arguments(args)))
+    except KeyboardInterrupt:
+        print("pcavs: interrupted; the videos already finished are in place (run again to do the rest)", file=sys.stderr)
+        return 130
+    for row in report.failed:
+        print(f"pcavs: row {row.row}: {row.error}", file=sys.stderr)
+    print(report.summary())
+    return 2 if report.failed else 0
 
-    def path(value: str | None) -> Path | None:
-        return (base / value.strip()) if value and value.strip() else None
 
-    failed = 0
-    for number, row in enumerate(rows, start=2):
+def run_eval(args: argparse.Namespace) -> int:
+    from . import evaluation
+
+    if (args.video is None) == (args.csv is None):
+        raise InputError("eval: give one VIDEO, or --csv videos.csv for many")
+    if args.csv is not None and (args.audio or args.reference or args.plot):
+        raise InputError("eval --csv: put audio and reference in the CSV's columns; --plot takes one video")
+    device = evaluation.resolve_device(args.device)
+    syncnet = evaluation.resolve_syncnet(args.syncnet, device)
+    if args.csv is None:
+        result = evaluation.evaluate(args.video, args.audio, args.reference, syncnet, device, progress=not args.quiet)
+        if args.plot:
+            result.plot(args.plot)
+        print(json.dumps(result.to_dict(), indent=2) if args.json else result.summary())
+        if args.plot and not args.json:
+            print(f"wrote {args.plot}")
+        return 0
+    results, failed = [], 0
+    for number, row in evaluation.read_csv(args.csv):
         try:
-            result = _generate(path(row["face"]), path(row["audio"]), path(row.get("pose")), path(row["out"]), args)
-            print(f"row {number}: wrote {result.video}")
+            results.append(evaluation.evaluate(row["video"], row.get("audio"), row.get("reference"), syncnet, device,
+                                               progress=not args.quiet))
         except WeightsError:  # no row can run
             raise
         except PcavsError as exc:
             failed += 1
             print(f"pcavs: row {number}: {exc}", file=sys.stderr)
-    print(f"{len(rows) - failed} of {len(rows)} jobs done")
+    if args.json:
+        print(json.dumps([r.to_dict(windows=False) for r in results], indent=2))
+    else:
+        print(evaluation.results_table(results))
+        print(f"{len(results)} of {len(results) + failed} videos scored")
     return 2 if failed else 0
 
 
@@ -147,7 +202,15 @@ def download_gfpgan(args: argparse.Namespace) -> Path:
     return download_checkpoint(dest=args.dest, url=args.url, from_file=args.from_file)
 
 
-DOWNLOADS = {"pcavs": download_pcavs, "gfpgan": download_gfpgan}  # model name -> installer; each returns where the weights now are
+def download_syncnet(args: argparse.Namespace) -> Path:
+    from .syncnet import download_syncnet as install
+
+    if args.from_zip:
+        raise InputError("--from-zip is for PC-AVS's demo.zip; for SyncNet use --from-file syncnet_v2.model")
+    return install(dest=args.dest, url=args.url, from_file=args.from_file)
+
+
+DOWNLOADS = {"pcavs": download_pcavs, "gfpgan": download_gfpgan, "syncnet": download_syncnet}  # model name -> installer; each returns where the weights now are
 
 
 def run_download(args: argparse.Namespace) -> int:
@@ -167,6 +230,7 @@ def run_convert(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "generate": run_generate, "batch": run_batch, "demo": run_demo, "download": run_download, "convert": run_convert,
+    "eval": run_eval,
 }
 
 

@@ -51,6 +51,7 @@ class Options:
     enhance_checkpoint: str | os.PathLike | None = _option(None, "GFPGANv1.4.pth to use (default: $PCAVS_GFPGAN, "
                                                                   "else the user cache)")
     return_frames: bool = _option(False, "keep result.faces and result.frames", cli=False)
+    return_faces: bool = _option(False, "keep result.faces (the generated 224x224 faces), e.g. to score them", cli=False)
     progress: bool = _option(True, "show a progress bar", cli=False)
 
     def __post_init__(self) -> None:

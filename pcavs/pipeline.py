@@ -218,7 +218,7 @@ class Pipeline:
         mouth_codes = self._stage("mouth video", self._video_mouth_codes, options, count, batch_size)
         enhancer = EnhanceStage(restorer, identities[0], options) if restorer is not None else None
         composer = enhancer or Composer(options.mode, identities[0])
-        output = Output(out, composer, sound, keep_faces=options.return_frames or out is None,
+        output = Output(out, composer, sound, keep_faces=options.return_frames or options.return_faces or out is None,
                         keep_frames=options.return_frames)
         generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
 
@@ -405,7 +405,7 @@ def generate(
     noise ("fixed" | "random"), seed, pose_loop ("pingpong" | "loop" | "hold"), face_index,
     detector, batch_size, enhance ("gfpgan": restore every face with GFPGAN v1.4),
     enhance_weight (0...1), enhance_smooth (0...1, against flicker), enhance_checkpoint,
-    return_frames, progress.
+    return_frames, return_faces, progress.
     """
     job = job_options(**options)
     check_inputs(face, audio, pose, out, job)

@@ -77,23 +77,33 @@ def _looks_installed(path: Path) -> bool:
     return all((path / checkpoint_filename(net)).is_file() for net in NETWORKS)
 
 
-def read_state_dict(path: Path, label: str | None = None) -> dict[str, torch.Tensor]:
-    """torch.load with weights_only=True; every failure becomes one WeightsError naming the file (or `label`)."""
+def read_state_dict(path: Path, label: str | None = None, hint: str = DOWNLOAD_HINT) -> dict[str, torch.Tensor]:
+    """torch.load with weights_only=True; every failure becomes one WeightsError naming the file (or `label`)
+    and ending with `hint` (what to do)."""
     label = label or str(path)
     if not path.is_file():
-        raise WeightsError(f"{label}: file not found; {DOWNLOAD_HINT}")
+        raise WeightsError(f"{label}: file not found; {hint}")
     try:  # zip checkpoints (PyTorch >= 1.6) are memory-mapped; older, legacy ones are read whole
         state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as exc:
+        if not _pickle_start(path):  # no pickle at all (an HTML page, a text file)
+            raise WeightsError(f"{label}: truncated or not a PyTorch checkpoint; {hint}") from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unpickling failed"
         if "weights only" in str(exc).lower() or "weights_only" in str(exc).lower():
             reason = "it holds objects that safe loading (weights_only=True) refuses; pcavs never loads them unsafely"
-        raise WeightsError(f"{label}: cannot be loaded: {reason}; {DOWNLOAD_HINT}") from None
+        raise WeightsError(f"{label}: cannot be loaded: {reason}; {hint}") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
-        raise WeightsError(f"{label}: truncated or not a PyTorch checkpoint; {DOWNLOAD_HINT}") from None
+        raise WeightsError(f"{label}: truncated or not a PyTorch checkpoint; {hint}") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise WeightsError(f"{label}: not a state dict of tensors; {DOWNLOAD_HINT}")
+        raise WeightsError(f"{label}: not a state dict of tensors; {hint}")
     return state
+
+
+def _pickle_start(path: Path) -> bool:
+    """Whether a file begins as torch.save's files do: a zip, or a pickle of protocol 2 or later (the PROTO opcode)."""
+    with open(path, "rb") as handle:
+        start = handle.read(2)
+    return start == b"PK" or start[:1] == b"\x80"
 
 
 def _first_line(exc: BaseException) -> str:

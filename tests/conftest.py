@@ -66,3 +66,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def syncnet_file(tmp_path_factory) -> Path:
+    """A syncnet_v2.model synthesized by the syncnet_conformance kit's rule (tests/syncnet_weights.py)."""
+    import syncnet_weights
+
+    return syncnet_weights.write(tmp_path_factory.mktemp("syncnet") / "syncnet_v2.model")

@@ -156,6 +156,7 @@ def test_check_inputs_before_model_work(monkeypatch, tmp_path):
         pcavs.generate(face=DEMO_FACE, audio=DEMO_POSE, pose_loop="bounce")
 
 
+@pytest.mark.slow  # the whole demo (62 frames); CI runs it, and .ci/run runs it again from the wheel
 def test_demo_command(tmp_path):
     done = cli("demo", "--out", str(tmp_path / "demo.mp4"), "--mode", "crop", "--quiet")
     assert done.returncode == 0, done.stderr
