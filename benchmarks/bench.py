@@ -15,7 +15,6 @@ restoration, with it, and with `enhance_smooth`. Figures are printed, never asse
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import tempfile
 import time

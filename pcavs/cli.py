@@ -10,7 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import options
-from .errors import InputError, PcavsError
+from .errors import InputError, PcavsError, WeightsError
 
 PACKAGE = Path(__file__).resolve().parent
 

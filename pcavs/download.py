@@ -9,6 +9,7 @@ files and leaves the destination as it was.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import hashlib
@@ -24,7 +25,7 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Callable, Iterator
 
 from .errors import InputError, NetworkError, WeightsError
 from .weights import DEFAULT_SUBDIR, NETWORKS, cache_dir, checkpoint_filename, find_checkpoints, load_checkpoint_file
@@ -66,31 +67,17 @@ def download_weights(
     _check_replaceable(dest)
     archive_path = _local_zip(zip_path) if zip_path is not None else None
     source = str(zip_path) if zip_path is not None else url or DRIVE_LINK
-    created = _make_folder(dest.parent)
-    try:
-        try:
-            workspace = tempfile.TemporaryDirectory(prefix=_TEMP_PREFIX, dir=dest.parent, ignore_cleanup_errors=True)
-        except OSError as exc:
-            raise WeightsError(f"{dest.parent}: cannot write there ({_reason(exc)}); choose another destination") from None
-        with workspace as tmp:
-            work = Path(tmp)
-            if archive_path is None:
-                archive_path = _fetch(url, work / "demo.zip", progress)
-            staged = work / "staged"
-            sizes = _extract(archive_path, staged, source, progress)
-            if archive_path.parent == work:
-                archive_path.unlink()  # free the space before the networks are loaded
-            for name in sorted(sizes, key=sizes.get):  # smallest first: a bad file fails fast
-                _verify(name, staged / name, f"{source} ({name})")
-            gc.collect()  # let go of memory-mapped checkpoints before moving them (Windows)
-            _install(staged, dest, work)
-    except BaseException:
-        for folder in created:  # only folders this call made, and only while empty
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        raise
+    with _workspace(dest) as work:
+        if archive_path is None:
+            archive_path = _fetch(url, work / "demo.zip", progress)
+        staged = work / "staged"
+        sizes = _extract(archive_path, staged, source, progress)
+        if archive_path.parent == work:
+            archive_path.unlink()  # free the space before the networks are loaded
+        for name in sorted(sizes, key=sizes.get):  # smallest first: a bad file fails fast
+            _verify(name, staged / name, f"{source} ({name})")
+        gc.collect()  # let go of memory-mapped checkpoints before moving them (Windows)
+        _install(staged, dest, work)
     return shown
 
 
@@ -133,6 +120,27 @@ def fetch_file(
     source = Path(from_file).expanduser() if from_file is not None else None
     if source is not None and not source.is_file():
         raise WeightsError(f"{source}: no such file; give the path of {name}")
+    with _workspace(dest) as work:
+        temp = work / name
+        if source is None:
+            _http_get(url, temp, progress, name, by_hand)
+        else:
+            try:
+                shutil.copyfile(source, temp)
+            except OSError as exc:
+                raise _cannot_write(temp, exc) from None
+        verify(temp)
+        os.replace(temp, dest)
+    return dest
+
+
+# ---------------------------------------------------------------------------- destination
+
+
+@contextlib.contextmanager
+def _workspace(dest: Path) -> Iterator[Path]:
+    """A temporary folder beside `dest` (same filesystem: renames are atomic), removed afterwards; when
+    anything fails, the parent folders this call created are removed again (only while empty)."""
     created = _make_folder(dest.parent)
     try:
         try:
@@ -140,27 +148,14 @@ def fetch_file(
         except OSError as exc:
             raise WeightsError(f"{dest.parent}: cannot write there ({_reason(exc)}); choose another destination") from None
         with workspace as tmp:
-            temp = Path(tmp) / name
-            if source is None:
-                _http_get(url, temp, progress, name, by_hand)
-            else:
-                try:
-                    shutil.copyfile(source, temp)
-                except OSError as exc:
-                    raise _cannot_write(temp, exc) from None
-            verify(temp)
-            os.replace(temp, dest)
+            yield Path(tmp)
     except BaseException:
-        for folder in created:  # only folders this call made, and only while empty
+        for folder in created:
             try:
                 folder.rmdir()
             except OSError:
                 break
         raise
-    return dest
-
-
-# ---------------------------------------------------------------------------- destination
 
 
 def _looks_whole(path: Path) -> bool:

@@ -69,6 +69,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def gfpgan_checkpoint(tmp_path_factory) -> Path:
+    """GFPGANv1.4.pth synthesized once per test run by the enhance kit's rule (tests/gfpgan_weights.py)."""
+    from gfpgan_weights import write_checkpoint
+
+    return write_checkpoint(tmp_path_factory.mktemp("gfpgan"))
+
+
+@pytest.fixture(scope="session")
 def syncnet_file(tmp_path_factory) -> Path:
     """A syncnet_v2.model synthesized by the syncnet_conformance kit's rule (tests/syncnet_weights.py)."""
     import syncnet_weights

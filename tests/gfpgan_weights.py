@@ -12,7 +12,6 @@ import zlib
 from collections import OrderedDict
 from pathlib import Path
 
-import pytest
 import torch
 
 from kits import DATA
@@ -67,9 +66,3 @@ def write_checkpoint(folder: Path, legacy: bool = False, container: str = "param
     path = folder / FILENAME
     torch.save({container: synth_state_dict()}, path, _use_new_zipfile_serialization=not legacy)
     return path
-
-
-@pytest.fixture(scope="session")
-def gfpgan_checkpoint(tmp_path_factory) -> Path:
-    """GFPGANv1.4.pth synthesized once per test run (zip format, `params_ema`); import this fixture to use it."""
-    return write_checkpoint(tmp_path_factory.mktemp("gfpgan"))

@@ -3,11 +3,8 @@ every broken archive or failed download leaving nothing behind. Never touches th
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
-import shutil
 import socket
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -18,13 +15,13 @@ import torch
 from pcavs import download
 from pcavs.cli import main
 from pcavs.errors import InputError, NetworkError, WeightsError
+from loopback import serve
 from pcavs.weights import find_checkpoints, load_networks
 from pcavs_weights import synth_state_dict
 
 NETS = ("G", "V", "E", "A_sync")
 INSTALLED = sorted(f"latest_net_{n}.pth" for n in NETS)
 BY_HAND = "pcavs download --from-zip demo.zip"
-SERVER_LIFETIME_S = 300  # the test server stops by itself after this, whatever happens
 
 
 def write_zip(path: Path, entries: dict[str, Path | bytes], method: int = zipfile.ZIP_STORED) -> Path:
@@ -74,54 +71,8 @@ def zips(tmp_path_factory, synth_weights) -> dict[str, Path]:
 @pytest.fixture(scope="module")
 def server(zips):
     """Serves the zips on 127.0.0.1; `short.zip` promises more bytes than it sends. Yields (base URL, requested paths)."""
-    hits: list[str] = []
-    files = {p.name: p for p in zips.values()}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            name = self.path.lstrip("/")
-            if name == "short.zip":
-                self.send_response(200)
-                self.send_header("Content-Length", str(2 << 20))
-                self.end_headers()
-                self.wfile.write(bytes(1 << 20))
-                return
-            if name not in files:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(files[name].stat().st_size))
-            self.end_headers()
-            with open(files[name], "rb") as body:
-                shutil.copyfileobj(body, self.wfile, 1 << 20)
-
-        def log_message(self, *args):
-            pass
-
-    class Server(http.server.ThreadingHTTPServer):
-        daemon_threads = True
-
-        def handle_error(self, request, client_address):
-            pass  # a client that hangs up early is expected here
-
-    httpd = Server(("127.0.0.1", 0), Handler)
-    httpd.timeout = 0.2
-    stop = threading.Event()
-    deadline = time.monotonic() + SERVER_LIFETIME_S
-
-    def serve():
-        while not stop.is_set() and time.monotonic() < deadline:
-            httpd.handle_request()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        httpd.server_close()
+    with serve({**{p.name: p for p in zips.values()}, "short.zip": bytes(1 << 20)}, cut=["short.zip"]) as served:
+        yield served
 
 
 def closed_port() -> int:

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gfpgan_weights import FILENAME, gfpgan_checkpoint, synth_state_dict, write_checkpoint  # noqa: F401 (a fixture)
+from gfpgan_weights import FILENAME, synth_state_dict, write_checkpoint
 from kits import DATA, INPUTS, require_kit
 from pcavs import ffhq
 from pcavs.enhance import (

@@ -3,12 +3,10 @@ the flicker remedy, and the GFPGAN download (a loopback server, never the networ
 face costs seconds on a CPU, so every job here is one to three frames long."""
 from __future__ import annotations
 
-import http.server
 import math
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import cv2
@@ -17,8 +15,9 @@ import pytest
 import soundfile as sf
 
 import pcavs
-from gfpgan_weights import FILENAME, gfpgan_checkpoint  # noqa: F401 (a fixture)
+from gfpgan_weights import FILENAME
 from kits import INPUTS
+from loopback import serve
 from media_av import ffmpeg
 from pcavs import enhance
 from pcavs.align import Paster, crop_to_generated, prepare_face, transform_points
@@ -185,32 +184,8 @@ def server(gfpgan_checkpoint, tmp_path_factory):
     page = tmp_path_factory.mktemp("served") / "page.html"
     page.write_text("<html>quota exceeded</html>")
     files = {FILENAME: gfpgan_checkpoint, "page.html": page}
-    hits: list[str] = []
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            name = self.path.lstrip("/")
-            if name not in files:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(files[name].stat().st_size))
-            self.end_headers()
-            with open(files[name], "rb") as body:
-                while chunk := body.read(1 << 20):
-                    self.wfile.write(chunk)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(files) as served:
+        yield served
 
 
 def leftovers(folder: Path) -> list[str]:

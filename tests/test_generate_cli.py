@@ -14,7 +14,7 @@ import soundfile as sf
 import pcavs
 from pcavs.demo import DEMO_FACE, DEMO_POSE
 from pcavs.errors import InputError
-from pcavs.ffmpeg import ffmpeg_exe, probe
+from pcavs.ffmpeg import probe
 from pcavs.images import read_image
 from pcavs.video import iter_frames, read_audio
 

@@ -23,7 +23,7 @@ import pcavs
 from pcavs import audio
 from pcavs.align import ANCHOR_TARGETS, similarity_transform
 from pcavs.demo import DEMO_FACE
-from pcavs.errors import InputError, OutOfMemoryError
+from pcavs.errors import OutOfMemoryError
 
 from kits import INPUTS
 from media import tone

@@ -5,14 +5,10 @@ a loopback server (never the network)."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import importlib.util
 import json
-import threading
-import time
 import wave
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,6 +17,7 @@ import torch
 
 import syncnet_weights
 from kits import DATA, require_kit
+from loopback import serve
 from pcavs import lipsync
 from pcavs.cli import main
 from pcavs.errors import InputError, NetworkError, WeightsError
@@ -35,7 +32,6 @@ EXACT = {"frames", "im_batch0", "audio", "offset", "min_length", "num_windows"}
 # the MFCC is float64 (differences ~1e-12); its float32 copy may then round one ulp apart (the kit calls it exact:
 # it is, but for delay3's silent frames, whose coefficients are 0 up to 1e-13 either way)
 LIMITS = {"mfcc": MFCC_TOLERANCE, "cc_batch0": 1e-5}
-SERVER_LIFETIME_S = 300
 
 
 @dataclass
@@ -317,41 +313,8 @@ def server(tmp_path_factory, syncnet_file):
     syncnet_weights.write(wrong, _edited("missing"))
     files["wrong.model"] = wrong.read_bytes()
     files["truncated.model"] = files["syncnet_v2.model"][: 1 << 20]
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            body = files.get(self.path.lstrip("/"))
-            if body is None:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    httpd.daemon_threads = True
-    httpd.timeout = 0.2
-    stop = threading.Event()
-    deadline = time.monotonic() + SERVER_LIFETIME_S
-
-    def serve():
-        while not stop.is_set() and time.monotonic() < deadline:
-            httpd.handle_request()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", hits
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-        httpd.server_close()
+    with serve(files) as served:
+        yield served
 
 
 @pytest.mark.no_weights_env
