@@ -5,9 +5,9 @@ the same run's measured convolution (the best of the generator's own conv shapes
                                [--device cpu|cuda] [--compile] [--full] [--enhance [--enhance-frames 8]]
 
 The job: the conformance kit's aligned face and pose frames (tests/data/pcavs) with weights
-synthesized by its rule (tests/pcavs_weights.py), `crop` mode, audio cut to --frames frames. --full adds a run in
+synthesized by its rule (tests/support/pcavs_weights.py), `crop` mode, audio cut to --frames frames. --full adds a run in
 `full` mode with a 1080p photo (the face placed into a 1920x1080 canvas, real detection and
-paste-back). --enhance adds GFPGAN v1.4 (weights synthesized by its kit's rule, tests/gfpgan_weights.py):
+paste-back). --enhance adds GFPGAN v1.4 (weights synthesized by its kit's rule, tests/support/gfpgan_weights.py):
 its seconds per face and useful GFLOP/s next to the generator's, and the flicker of a static-pose
 full-mode job on that photo (mean absolute frame-to-frame difference inside the face mask) without
 restoration, with it, and with `enhance_smooth`. Figures are printed, never asserted.
@@ -35,7 +35,7 @@ SMOOTHING = (0.5, 0.8)  # enhance_smooth values measured against flicker
 
 
 def synthesize_weights(folder: Path) -> None:
-    from pcavs_weights import write_checkpoints
+    from support.pcavs_weights import write_checkpoints
 
     write_checkpoints(folder)
 
@@ -109,8 +109,8 @@ def flicker(frames: np.ndarray, window: tuple[slice, slice], mask: np.ndarray) -
 
 def enhance_report(pipe, folder: Path, photo: np.ndarray, frames: int) -> None:
     """GFPGAN's speed next to the generator's, and the flicker of a static-pose job with and without it."""
-    from gfpgan_weights import write_checkpoint
-    from pcavs.align import Paster, crop_to_generated, prepare_face
+    from support.gfpgan_weights import write_checkpoint
+    from pcavs.faces.align import Paster, crop_to_generated, prepare_face
 
     checkpoint = write_checkpoint(folder)
     speech, rate = sf.read(KIT / "inputs" / "speech.wav", dtype="float32")
@@ -184,7 +184,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, dtype {args.dtype}, "
           f"batch {args.batch_size or 'default'}, compile {args.compile}")
     if device.type == "cpu":
-        from pcavs.allocator import reuse_freed_memory
+        from pcavs.core.devices import reuse_freed_memory
 
         reuse_freed_memory()  # as a Pipeline on the CPU does, so both sides run with the same allocator
     conv, matmul, convs = machine_throughput(device, dtype)

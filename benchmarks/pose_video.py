@@ -26,7 +26,7 @@ KIT = ROOT / "tests" / "data" / "pcavs"
 
 
 def make_video(path: Path, seconds: float, fps: int) -> None:
-    from pcavs.ffmpeg import ffmpeg_exe
+    from pcavs.media.ffmpeg import ffmpeg_exe
 
     face = cv2.cvtColor(cv2.imread(str(KIT / "inputs" / "identity" / "000000.png")), cv2.COLOR_BGR2RGB)
     command = [ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "1920x1080",
@@ -47,9 +47,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--fps", type=int, default=30)
     args = parser.parse_args()
-    from pcavs.align import align_frames
-    from pcavs.detect import get_detector
-    from pcavs.video import iter_frames
+    from pcavs.faces.align import align_frames
+    from pcavs.faces.detect import get_detector
+    from pcavs.media.video import iter_frames
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pose_1080p.mp4"

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kits import DATA, require_kit
+from support.kits import DATA, require_kit
 
 
 @pytest.fixture(scope="session")
 def synth_weights(tmp_path_factory) -> Path:
     """A checkpoint folder with latest_net_{G,V,E,A_sync}.pth synthesized by the kit's rule."""
-    from pcavs_weights import write_checkpoints
+    from support.pcavs_weights import write_checkpoints
 
     return write_checkpoints(tmp_path_factory.mktemp("checkpoints") / "demo")
 
@@ -71,7 +71,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def gfpgan_checkpoint(tmp_path_factory) -> Path:
     """GFPGANv1.4.pth synthesized once per test run by the enhance kit's rule (tests/gfpgan_weights.py)."""
-    from gfpgan_weights import write_checkpoint
+    from support.gfpgan_weights import write_checkpoint
 
     return write_checkpoint(tmp_path_factory.mktemp("gfpgan"))
 
@@ -79,6 +79,6 @@ def gfpgan_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def syncnet_file(tmp_path_factory) -> Path:
     """A syncnet_v2.model synthesized by the syncnet_conformance kit's rule (tests/syncnet_weights.py)."""
-    import syncnet_weights
+    from support import syncnet_weights as syncnet_weights
 
     return syncnet_weights.write(tmp_path_factory.mktemp("syncnet") / "syncnet_v2.model")

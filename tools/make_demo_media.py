@@ -28,7 +28,7 @@ import imageio_ffmpeg
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pcavs.demo import ASSETS, DEMO_AUDIO, DEMO_FACE, DEMO_POSE  # noqa: E402
+from pcavs.core.assets import ASSETS, DEMO_AUDIO, DEMO_FACE, DEMO_POSE  # noqa: E402
 
 # The photo: the member of the scikit-image wheel, and the digest it has had in every release we checked.
 SKIMAGE_MEMBER = "skimage/data/astronaut.png"

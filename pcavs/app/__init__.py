@@ -1,0 +1,1 @@
+"""Front-ends over `generate`, `Pipeline`, `evaluate` and `batch`: the `pcavs` command and the notebook helpers."""

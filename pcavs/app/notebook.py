@@ -1,0 +1,380 @@
+"""Notebook helpers: the GPU check, the media a job uses (uploaded, recorded or the demo), option
+dropdowns built from `pcavs.Options`, an inline player and a download.
+
+Uploads: in Colab, `google.colab.files.upload()` (one picker per input; it copes with large files,
+which Colab's FileUpload widget does not); in Jupyter, one `ipywidgets.FileUpload` per input
+(ipywidgets 7 and 8). Every upload or recording is written to a temporary file and read with the
+readers pcavs uses for any file (`read_image`, `load_speech`, the video decoder): an empty or
+unreadable one raises InputError naming it. The demo media stand in only for an input that the
+user leaves empty, and `MediaPicker.files()` prints which file each input uses.
+
+Recording (microphone, webcam) needs Colab: its `output.eval_js` runs the browser side and hands
+what the browser recorded back to Python. Plain Jupyter has no such channel that works in both
+Notebook and JupyterLab without installing a widget extension, so there "record" is refused with
+a message saying so: record with any app and upload the file.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import html
+import mimetypes
+import re
+import tempfile
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from ..core.assets import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
+from ..core.errors import InputError, PcavsError
+from ..core.options import Options
+
+ROLES = ("face", "audio", "pose")  # the keyword arguments of `pcavs.generate` that take media
+WHAT = {"face": "face photo", "audio": "voice recording", "pose": "pose video (or image)"}
+DEMO = {"face": DEMO_FACE, "audio": DEMO_AUDIO, "pose": DEMO_POSE}
+SOURCES = {"face": ("upload", "record", "demo"), "audio": ("upload", "record", "demo"), "pose": ("upload", "demo", "none")}
+ACCEPT = {"face": "image/*", "audio": "audio/*,video/*", "pose": "video/*,image/*"}
+DEVICE = {"face": "webcam", "audio": "microphone"}
+RECORDED_NAME = {"face": "webcam", "audio": "recording"}
+SHOWN_OPTIONS = ("mode", "noise", "pose_loop")  # the options with a fixed set of values worth a dropdown
+SUFFIXES = {
+    "audio/webm": ".webm", "audio/ogg": ".ogg", "audio/mp4": ".m4a", "audio/mpeg": ".mp3", "audio/wav": ".wav",
+    "audio/x-wav": ".wav", "audio/wave": ".wav", "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp",
+    "video/webm": ".webm", "video/mp4": ".mp4",
+}
+_DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^;,]*)*);base64,(?P<data>[A-Za-z0-9+/=]*)")
+
+# Browser side of the recordings, run by Colab's eval_js: each shows its own buttons in the cell's
+# output, waits for the user, and resolves to a data URL of what the browser recorded.
+RECORD_VOICE_JS = """
+(async () => {
+  const fit = () => window.google?.colab?.output?.setIframeHeight?.(document.documentElement.scrollHeight, true);
+  const area = document.createElement('div');
+  const button = document.createElement('button');
+  const status = document.createElement('span');
+  button.textContent = 'Start recording';
+  area.append(button, status);
+  document.body.append(area);
+  fit();
+  const clicked = () => new Promise((resolve) => { button.onclick = resolve; });
+  let stream = null;
+  try {
+    await clicked();
+    stream = await navigator.mediaDevices.getUserMedia({audio: true});
+    const recorder = new MediaRecorder(stream);
+    const chunks = [];
+    recorder.ondataavailable = (event) => { if (event.data.size) chunks.push(event.data); };
+    const stopped = new Promise((resolve) => { recorder.onstop = resolve; });
+    recorder.start();
+    button.textContent = 'Stop recording';
+    status.textContent = ' recording: speak now';
+    await clicked();
+    recorder.stop();
+    await stopped;
+    const blob = new Blob(chunks, {type: recorder.mimeType || 'audio/webm'});
+    return await new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(reader.result);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(blob);
+    });
+  } finally {
+    if (stream) stream.getTracks().forEach((track) => track.stop());
+    area.remove();
+  }
+})()
+"""
+
+TAKE_PHOTO_JS = """
+(async () => {
+  const fit = () => window.google?.colab?.output?.setIframeHeight?.(document.documentElement.scrollHeight, true);
+  const area = document.createElement('div');
+  const video = document.createElement('video');
+  const button = document.createElement('button');
+  video.style.display = 'block';
+  video.style.maxWidth = '480px';
+  button.textContent = 'Take photo';
+  area.append(video, button);
+  document.body.append(area);
+  let stream = null;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({video: true});
+    video.srcObject = stream;
+    await video.play();
+    fit();
+    await new Promise((resolve) => { button.onclick = resolve; });
+    const canvas = document.createElement('canvas');
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext('2d').drawImage(video, 0, 0);
+    return canvas.toDataURL('image/jpeg', 0.95);
+  } finally {
+    if (stream) stream.getTracks().forEach((track) => track.stop());
+    area.remove();
+  }
+})()
+"""
+
+
+def in_colab() -> bool:
+    try:
+        import google.colab  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def gpu_status() -> str:
+    """One line on the accelerator; with none, how to get one in Colab."""
+    import torch
+
+    if torch.cuda.is_available():
+        return f"GPU: {torch.cuda.get_device_name(0)}"
+    advice = " In Colab: Runtime > Change runtime type > T4 GPU, then run all cells again." if in_colab() else ""
+    return f"No GPU found: running on the CPU (about 1 s per frame).{advice}"
+
+
+@dataclass(frozen=True)
+class Medium:
+    """One input of a job: the file it uses (None: the photo's own pose) and where that file came from."""
+
+    role: str
+    path: Path | None
+    name: str
+    origin: str  # "uploaded", "recorded", "demo" or "none"
+
+    def __str__(self) -> str:
+        if self.path is None:
+            return f"{self.role}: none (the photo's own pose)"
+        return f"{self.role}: {self.name} ({self.origin})"
+
+
+def demo(role: str) -> Medium:
+    return Medium(role, DEMO[role], DEMO[role].name, "demo")
+
+
+def keep(role: str, name: str, data: bytes, origin: str = "uploaded") -> Medium:
+    """Bytes the browser sent, written to a temporary file named `name` and checked with pcavs's readers."""
+    shown = Path(str(name).replace("\\", "/")).name
+    if shown in ("", ".", ".."):
+        shown = role
+    again = "record it" if origin == "recorded" else "upload it"
+    if not data:
+        raise InputError(f"{shown}: the {origin} {WHAT[role]} is empty (0 bytes); {again} again")
+    path = Path(tempfile.mkdtemp(prefix="pcavs-media-")) / shown
+    path.write_bytes(data)
+    check_file(role, path, shown)
+    return Medium(role, path, shown, origin)
+
+
+def check_file(role: str, path: Path, shown: str) -> None:
+    """InputError, naming `shown`, unless pcavs reads `path` as a face photo, speech, or a pose video or image."""
+    from ..faces.sources import is_image_file
+    from ..media.audio import load_speech
+    from ..media.images import read_image
+    from ..media.video import iter_frames
+
+    try:
+        if role == "face" or (role == "pose" and is_image_file(path)):
+            read_image(path, name=shown)
+        elif role == "audio":
+            load_speech(path)
+        else:
+            frames = iter_frames(path)
+            try:
+                if next(frames, None) is None:
+                    raise InputError(f"{shown}: the video has no frames; upload another pose video")
+            finally:
+                frames.close()
+    except PcavsError as exc:
+        raise InputError(str(exc).replace(str(path), shown)) from None
+
+
+def uploaded(value: Any) -> list[tuple[str, bytes, int | None]]:
+    """The files in an `ipywidgets.FileUpload` value as (name, content, size the browser announced).
+
+    ipywidgets 8: a tuple of {"name", "type", "size", "content", "last_modified"};
+    ipywidgets 7: a dict of name -> {"metadata": {"name", "type", "size", ...}, "content"}.
+    """
+    if not value:
+        return []
+    if isinstance(value, Mapping):
+        items = [(name, item.get("content"), item.get("metadata", {}).get("size")) for name, item in value.items()]
+    else:
+        items = [(item.get("name", ""), item.get("content"), item.get("size")) for item in value]
+    return [(name, bytes(content or b""), size) for name, content, size in items]
+
+
+def from_upload(role: str, files: list[tuple[str, bytes, int | None]]) -> Medium:
+    """The one file uploaded for `role`; with none, the demo file."""
+    if not files:
+        return demo(role)
+    if len(files) > 1:
+        names = ", ".join(name for name, _, _ in files)
+        raise InputError(f"{role}: {len(files)} files uploaded ({names}); upload one {WHAT[role]}")
+    name, data, size = files[0]
+    if size is not None and size != len(data):
+        raise InputError(f"{name}: the upload is incomplete ({len(data)} of {size} bytes arrived); upload it again")
+    return keep(role, name, data)
+
+
+def colab_upload(role: str) -> Medium:
+    """Colab's own file picker for `role` (blocks until the user picks a file or cancels: then the demo)."""
+    from google.colab import files
+
+    print(f"{role}: choose the {WHAT[role]}, or press Cancel upload to use the demo file")
+    received = files.upload()
+    return from_upload(role, [(name, bytes(data), None) for name, data in received.items()])
+
+
+def parse_data_url(url: Any, role: str) -> tuple[str, bytes]:
+    """(MIME type, bytes) of a base64 data URL such as 'data:audio/webm;codecs=opus;base64,GkXf...'."""
+    match = _DATA_URL.fullmatch(url.strip()) if isinstance(url, str) else None
+    if match is None:
+        shown = repr(url)[:40]
+        raise InputError(f"{role}: the browser returned {shown}, not a base64 data URL; record again or upload a file")
+    try:
+        data = base64.b64decode(match["data"], validate=True)
+    except binascii.Error:
+        raise InputError(f"{role}: the browser's recording is not valid base64; record again or upload a file") from None
+    return (match["mime"] or "application/octet-stream").lower(), data
+
+
+def suffix_for(mime: str) -> str:
+    return SUFFIXES.get(mime) or mimetypes.guess_extension(mime) or ".bin"
+
+
+def record(role: str) -> Medium:
+    """Record the voice with the microphone ("audio") or take the photo with the webcam ("face").
+
+    Colab only: the browser side (`RECORD_VOICE_JS`, `TAKE_PHOTO_JS`) shows its buttons in the cell's
+    output and returns a data URL through `google.colab.output.eval_js`; the bytes (webm/opus or
+    ogg audio, a jpeg) are then read like an uploaded file.
+    """
+    script = {"audio": RECORD_VOICE_JS, "face": TAKE_PHOTO_JS}.get(role)
+    if script is None:
+        raise InputError(f"{role}: cannot be recorded here; choose one of {', '.join(SOURCES[role])} without 'record'")
+    if not in_colab():
+        raise InputError(f"{role}: recording with the {DEVICE[role]} needs Colab; record with any app and upload the file")
+    from google.colab import output
+
+    action = "press Start recording, speak, then Stop recording" if role == "audio" else "press Take photo"
+    print(f"{role}: {action} (allow the {DEVICE[role]} when the browser asks)")
+    try:
+        url = output.eval_js(script)
+    except Exception as exc:  # the browser's error (permission refused, no device) comes back as an exception
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InputError(f"{role}: the browser recorded nothing ({reason}); allow the {DEVICE[role]} or upload a file") from None
+    mime, data = parse_data_url(url, role)
+    return keep(role, RECORDED_NAME[role] + suffix_for(mime), data, origin="recorded")
+
+
+class MediaPicker:
+    """Where the face, the voice and the pose come from: "upload", "record" (face and audio, in Colab),
+    "demo", or for the pose "none" (keep the photo's own pose).
+
+    In Colab the uploads and recordings happen here, one picker or record button per input, in turn.
+    In Jupyter each "upload" is a FileUpload widget (display the picker), read by `files()`; an
+    empty one means the demo file.
+    """
+
+    def __init__(self, face: str = "upload", audio: str = "upload", pose: str = "demo"):
+        sources = dict(zip(ROLES, (face, audio, pose)))
+        for role, source in sources.items():
+            if source not in SOURCES[role]:
+                raise InputError(f"{role}: {source!r} is not one of {', '.join(SOURCES[role])}")
+        self.chosen: dict[str, Medium] = {}
+        self.widgets: dict[str, Any] = {}
+        self._read: dict[str, tuple[Any, Medium]] = {}
+        colab = in_colab()
+        for role, source in sources.items():
+            if source == "demo":
+                self.chosen[role] = demo(role)
+            elif source == "none":
+                self.chosen[role] = Medium(role, None, "none", "none")
+            elif source == "record" or colab:
+                self.chosen[role] = record(role) if source == "record" else colab_upload(role)
+                print(self.chosen[role])
+            else:
+                import ipywidgets as w
+
+                self.widgets[role] = w.FileUpload(accept=ACCEPT[role], multiple=False, description=WHAT[role].split()[0])
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+        import ipywidgets as w
+
+        rows = [w.HBox([w.Label(f"{role}: upload the {WHAT[role]} (none: the demo file)"), widget])
+                for role, widget in self.widgets.items()]
+        rows += [w.Label(str(medium)) for medium in self.chosen.values()]
+        display(w.VBox(rows))
+
+    def medium(self, role: str) -> Medium:
+        """The file `role` uses now (an upload widget is read once per new value)."""
+        if role in self.chosen:
+            return self.chosen[role]
+        value = self.widgets[role].value
+        if role not in self._read or self._read[role][0] is not value:
+            self._read[role] = (value, from_upload(role, uploaded(value)))
+        return self._read[role][1]
+
+    def files(self) -> dict[str, Path | None]:
+        """face=, audio=, pose= for `pcavs.generate`, after printing which file each input uses."""
+        media = [self.medium(role) for role in ROLES]
+        for medium in media:
+            print(medium)
+        return {medium.role: medium.path for medium in media}
+
+
+class OptionsForm:
+    """A dropdown per job option with a fixed set of values, each built from its `Options` field
+    (the choices, the default and the help text)."""
+
+    def __init__(self, names: Iterable[str] = SHOWN_OPTIONS):
+        import ipywidgets as w
+
+        specs = {spec.name: spec for spec in fields(Options)}
+        self.widgets: dict[str, Any] = {}
+        rows = []
+        for name in names:
+            spec = specs.get(name)
+            if spec is None or not spec.metadata["choices"]:
+                raise ValueError(f"{name!r} is not an option with a set of choices")
+            self.widgets[name] = w.Dropdown(options=list(spec.metadata["choices"]), value=spec.default,
+                                            description=name.replace("_", " "))
+            rows.append(w.HBox([self.widgets[name], w.HTML(f"<small>{html.escape(spec.metadata['help'])}</small>")]))
+        self.box = w.VBox(rows)
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.box)
+
+    def values(self) -> dict[str, str]:
+        """The chosen options as keyword arguments for `pcavs.generate` (validated by `Options`)."""
+        chosen = {name: widget.value for name, widget in self.widgets.items()}
+        Options(**chosen)
+        return chosen
+
+
+def show_video(path: str | Path, width: int = 480):
+    """An HTML5 player for an mp4 with a download link (works in Colab and Jupyter)."""
+    from IPython.display import HTML
+
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    name = Path(path).name
+    return HTML(
+        f'<video width="{width}" controls src="data:video/mp4;base64,{data}"></video>'
+        f'<br><a download="{name}" href="data:video/mp4;base64,{data}">Download {name}</a>'
+    )
+
+
+def download(path: str | Path) -> None:
+    """In Colab the browser saves the file; elsewhere, where it is (the link under the player saves it too)."""
+    path = Path(path)
+    if in_colab():
+        from google.colab import files
+
+        files.download(str(path))
+    else:
+        print(f"The video is at {path.resolve()}; the link under the player downloads it.")

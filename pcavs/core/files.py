@@ -1,0 +1,86 @@
+"""Files on disk: the user cache, whether a folder takes new files, and files that appear whole or not at all.
+
+Every file pcavs writes for the user (videos, weights, tables, plots) is written under a hidden
+temporary name beside its target (`.<name>.<random>.part`, on the same filesystem) and renamed
+over the target only once it is complete; on any failure, Ctrl-C included, the temporary file
+is removed and an existing target is left as it was.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import tempfile
+from pathlib import Path
+
+from .errors import InputError, PcavsError
+
+PART_SUFFIX = ".part"
+
+
+def cache_dir() -> Path:
+    """The user cache: $PCAVS_HOME, default ~/.cache/pcavs."""
+    return Path(os.environ.get("PCAVS_HOME", "~/.cache/pcavs")).expanduser()
+
+
+def folder_writable(folder: str | os.PathLike) -> bool:
+    """Whether a file can be created in `folder`, found by creating (and removing) one: the permission
+    bits `os.access` reads say yes to root almost everywhere, also where creating a file fails."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".pcavs-", suffix=".probe"):
+            return True
+    except OSError:
+        return False
+
+
+class AtomicFile:
+    """A hidden temporary file beside `target`, renamed over it by `commit()` and removed by `discard()`.
+
+    As a context manager it claims the temporary name, gives its path, and commits when the block
+    ends without an exception (discards otherwise).
+    """
+
+    def __init__(self, target: str | os.PathLike):
+        self.target = Path(target)
+        self.path = self.target.absolute().parent / f".{self.target.name}.{secrets.token_hex(4)}{PART_SUFFIX}"
+
+    def claim(self) -> Path:
+        """Create the empty temporary file (so the folder is known to take new files); its path."""
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except OSError as exc:
+            raise InputError(f"{self.path.parent}: cannot create files there ({exc.strerror}); "
+                             "choose another output path") from None
+        return self.path
+
+    def commit(self) -> Path:
+        """Rename the finished temporary file over the target; the target's path."""
+        try:
+            os.replace(self.path, self.target)
+        except OSError as exc:
+            self.discard()
+            raise PcavsError(f"{self.target}: the finished file could not be moved into place ({exc.strerror})") from None
+        return self.target
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Path:
+        return self.claim()
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def remove_parts(target: str | os.PathLike) -> None:
+    """Delete the temporary files that killed writers of `target` left behind."""
+    target = Path(target)
+    pattern = os.path.join(glob.escape(str(target.absolute().parent)), "." + glob.escape(target.name) + ".*" + PART_SUFFIX)
+    for part in glob.glob(pattern):
+        try:
+            os.unlink(part)
+        except OSError:
+            pass

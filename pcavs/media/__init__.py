@@ -1,0 +1,1 @@
+"""Media in and out: ffmpeg, what a file holds, audio and video through pipes, photos."""

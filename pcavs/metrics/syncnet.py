@@ -1,0 +1,137 @@
+"""SyncNet (Chung & Zisserman 2016) as joonson/syncnet_python's `syncnet_v2.model` defines it: the network,
+finding its weights, and loading them strictly by name.
+
+Two towers map 0.2 s of video and of audio to 1024-d embeddings:
+- lip tower: five 224x224 BGR frames, pixels 0-255 unnormalised, as (B, 3, 5, 224, 224);
+- audio tower: 20 MFCC steps of 13 coefficients (see mfcc.py), as (B, 1, 13, 20).
+The module indices inside each `nn.Sequential` are those of the released file's keys.
+The weights are never bundled: `pcavs download syncnet` fetches them into the user cache.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..core.errors import WeightsError
+from ..core.files import cache_dir
+from ..models.checkpoint import build, check_state_dict, expected_keys, read_state_dict
+from ..models.download import fetch_file
+
+FILENAME = "syncnet_v2.model"
+URL = "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"
+ENV = "PCAVS_SYNCNET"
+HINT = "run `pcavs download syncnet` (or `pcavs download syncnet --from-file syncnet_v2.model`)"
+EMBEDDING = 1024
+BN_EPS = 1e-5
+
+
+def _bn3(channels: int) -> nn.BatchNorm3d:
+    return nn.BatchNorm3d(channels, eps=BN_EPS)
+
+
+def _bn2(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS)
+
+
+def _head() -> nn.Sequential:
+    """512 -> 512 -> 1024, keys 0 (linear), 1 (BatchNorm1d), 3 (linear)."""
+    return nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512, eps=BN_EPS), nn.ReLU(), nn.Linear(512, EMBEDDING))
+
+
+class SyncNet(nn.Module):
+    """The two towers; `lip(frames)` and `audio(mfcc)` give (B, 1024) float32 embeddings, unnormalised."""
+
+    def __init__(self):
+        super().__init__()
+        self.netcnnlip = nn.Sequential(
+            nn.Conv3d(3, 96, (5, 7, 7), stride=(1, 2, 2)), _bn3(96), nn.ReLU(),  # 0-2
+            nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2)),  # 3
+            nn.Conv3d(96, 256, (1, 5, 5), stride=(1, 2, 2), padding=(0, 1, 1)), _bn3(256), nn.ReLU(),  # 4-6
+            nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),  # 7
+            nn.Conv3d(256, 256, (1, 3, 3), padding=(0, 1, 1)), _bn3(256), nn.ReLU(),  # 8-10
+            nn.Conv3d(256, 256, (1, 3, 3), padding=(0, 1, 1)), _bn3(256), nn.ReLU(),  # 11-13
+            nn.Conv3d(256, 256, (1, 3, 3), padding=(0, 1, 1)), _bn3(256), nn.ReLU(),  # 14-16
+            nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2)),  # 17
+            nn.Conv3d(256, 512, (1, 6, 6)), _bn3(512), nn.ReLU(),  # 18-20
+        )
+        self.netfclip = _head()
+        self.netcnnaud = nn.Sequential(
+            nn.Conv2d(1, 64, 3, padding=1), _bn2(64), nn.ReLU(),  # 0-2
+            nn.MaxPool2d(1, stride=1),  # 3: the identity, kept for the indices
+            nn.Conv2d(64, 192, 3, padding=1), _bn2(192), nn.ReLU(),  # 4-6
+            nn.MaxPool2d(3, stride=(1, 2)),  # 7
+            nn.Conv2d(192, 384, 3, padding=1), _bn2(384), nn.ReLU(),  # 8-10
+            nn.Conv2d(384, 256, 3, padding=1), _bn2(256), nn.ReLU(),  # 11-13
+            nn.Conv2d(256, 256, 3, padding=1), _bn2(256), nn.ReLU(),  # 14-16
+            nn.MaxPool2d(3, stride=2),  # 17
+            nn.Conv2d(256, 512, (5, 4)), _bn2(512), nn.ReLU(),  # 18-20
+        )
+        self.netfcaud = _head()
+
+    def lip(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, 3, 5, 224, 224) BGR 0-255 -> (B, 1024)."""
+        return self.netfclip(self.netcnnlip(frames).flatten(1))
+
+    def audio(self, mfcc: torch.Tensor) -> torch.Tensor:
+        """(B, 1, 13, 20) MFCC -> (B, 1024)."""
+        return self.netfcaud(self.netcnnaud(mfcc).flatten(1))
+
+
+def _optional(key: str) -> bool:
+    return key.endswith("num_batches_tracked")  # BatchNorm's training counters: the release leaves them out
+
+
+def load_syncnet(path: str | os.PathLike, label: str | None = None) -> SyncNet:
+    """SyncNet in eval mode on the CPU, float32, from a `syncnet_v2.model` file (checked strictly by name).
+
+    Loaded as the official code does: by name, with map_location="cpu", and with weights_only=True;
+    the BatchNorm counters may be present or not. Errors name `label` (default: the path).
+    """
+    label = label or str(path)
+    state = read_state_dict(path, label, HINT)
+    check_state_dict(state, expected_keys(SyncNet), label, f"SyncNet {FILENAME}", HINT, optional=_optional)
+    return build(SyncNet, state)
+
+
+def find_syncnet(syncnet: str | os.PathLike | None = None) -> Path:
+    """Where the SyncNet weights are: the argument, else $PCAVS_SYNCNET, else the user cache."""
+    if syncnet is not None:
+        return Path(syncnet).expanduser()
+    env = os.environ.get(ENV)
+    if env:
+        return Path(env).expanduser()
+    cached = default_path()
+    if cached.is_file():
+        return cached
+    raise WeightsError(f"no SyncNet weights found (looked in ${ENV} and {cached}); {HINT}")
+
+
+def default_path() -> Path:
+    """Where `pcavs download syncnet` puts the file: the user cache."""
+    return cache_dir() / FILENAME
+
+
+def download_syncnet(
+    dest: str | os.PathLike | None = None,
+    url: str | None = None,
+    from_file: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Install `syncnet_v2.model` (default: into the user cache, where `find_syncnet` looks) and return its path.
+
+    Fetched from its official address (or `url`), or copied from `from_file`; strictly loaded before it
+    is renamed into place. `dest`: a folder, or a path ending in `.model`. An installed file is kept.
+    """
+    target = default_path() if dest is None else Path(dest).expanduser()
+    if target.suffix != ".model":
+        target = target / FILENAME
+    source = str(from_file) if from_file is not None else (url or URL)
+
+    def verify(path: Path) -> None:
+        load_syncnet(path, label=source)
+
+    return fetch_file(url or URL, target, verify, from_file=from_file, progress=progress,
+                      command="pcavs download syncnet")

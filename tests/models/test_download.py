@@ -1,0 +1,334 @@
+"""Installing the weights: a loopback HTTP server, hand-downloaded zips, a stand-in for gdown, and
+every broken archive or failed download leaving nothing behind. Never touches the network."""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from pcavs.models import download
+from pcavs.app.cli import main
+from pcavs.core.errors import InputError, NetworkError, WeightsError
+from support.loopback import serve
+from pcavs.models.weights import find_checkpoints, load_networks
+from support.pcavs_weights import synth_state_dict
+
+NETS = ("G", "V", "E", "A_sync")
+INSTALLED = sorted(f"latest_net_{n}.pth" for n in NETS)
+BY_HAND = "pcavs download --from-zip demo.zip"
+
+
+def write_zip(path: Path, entries: dict[str, Path | bytes], method: int = zipfile.ZIP_STORED) -> Path:
+    with zipfile.ZipFile(path, "w", method) as zf:
+        for arcname, source in entries.items():
+            if isinstance(source, bytes):
+                zf.writestr(arcname, source)
+            else:
+                zf.write(source, arcname)
+    return path
+
+
+@pytest.fixture(scope="module")
+def zips(tmp_path_factory, synth_weights) -> dict[str, Path]:
+    """Good and broken demo.zip variants, built once for the module (ZIP_STORED: fast to write and read)."""
+    folder = tmp_path_factory.mktemp("zips")
+    real = {n: synth_weights / f"latest_net_{n}.pth" for n in NETS}
+    dummy = {f"demo/latest_net_{n}.pth": b"x" for n in NETS}
+    made = {}
+    made["good"] = write_zip(folder / "demo.zip", {**{f"demo/latest_net_{n}.pth": p for n, p in real.items()},
+                                                   "demo/latest_net_D.pth": b"discriminator: not used"})
+    made["root"] = write_zip(folder / "root.zip", {f"latest_net_{n}.pth": p for n, p in real.items()})
+
+    state = synth_state_dict("A_sync")
+    state["fc.renamed"] = state.pop("fc.weight")
+    torch.save(state, folder / "wrong_A_sync.pth")
+    made["wrong_key"] = write_zip(folder / "wrong_key.zip", {**{f"demo/latest_net_{n}.pth": p for n, p in real.items()},
+                                                             "demo/latest_net_A_sync.pth": folder / "wrong_A_sync.pth"})
+    made["truncated"] = folder / "truncated.zip"
+    with open(made["good"], "rb") as src:
+        made["truncated"].write_bytes(src.read(5 << 20))
+    made["evil"] = write_zip(folder / "evil.zip", {**dummy, "../evil.pth": b"x"})
+    made["missing"] = write_zip(folder / "missing.zip", {"demo/latest_net_G.pth": b"x"})
+    made["twice"] = write_zip(folder / "twice.zip", {**dummy, "old/latest_net_G.pth": b"x"})
+    made["bomb"] = write_zip(folder / "bomb.zip", {**dummy, "demo/latest_net_G.pth": bytes(64 << 20)}, zipfile.ZIP_DEFLATED)
+    link = zipfile.ZipInfo("demo/latest_net_G.pth")
+    link.create_system, link.external_attr = 3, 0o120777 << 16
+    with zipfile.ZipFile(folder / "link.zip", "w") as zf:
+        for name, data in dummy.items():
+            if name != link.filename:
+                zf.writestr(name, data)
+        zf.writestr(link, "/etc/passwd")
+    made["link"] = folder / "link.zip"
+    return made
+
+
+@pytest.fixture(scope="module")
+def server(zips):
+    """Serves the zips on 127.0.0.1; `short.zip` promises more bytes than it sends. Yields (base URL, requested paths)."""
+    with serve({**{p.name: p for p in zips.values()}, "short.zip": bytes(1 << 20)}, cut=["short.zip"]) as served:
+        yield served
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def one_line(exc: pytest.ExceptionInfo) -> str:
+    text = str(exc.value)
+    assert "\n" not in text and text
+    return text
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_url_installs_then_second_call_does_nothing(tmp_path, server, synth_weights, monkeypatch):
+    base, hits = server
+    monkeypatch.setitem(download.KNOWN_SHA256, "latest_net_A_sync.pth", sha256(synth_weights / "latest_net_A_sync.pth"))
+    dest = tmp_path / "ckpt" / "demo"
+    assert download.download_weights(dest, url=f"{base}/demo.zip", progress=False) == dest
+    assert leftovers(dest) == INSTALLED  # latest_net_D.pth is skipped
+    assert leftovers(dest.parent) == ["demo"]  # no temporary files
+    load_networks(dest)
+    count = len(hits)
+    start = time.perf_counter()
+    assert download.download_weights(dest, url=f"{base}/demo.zip") == dest
+    assert len(hits) == count and time.perf_counter() - start < 1  # found, not fetched again
+
+
+@pytest.mark.no_weights_env
+def test_cli_from_zip_into_the_user_cache(tmp_path, zips, monkeypatch, capsys):
+    """The default destination is the user cache ($PCAVS_HOME/demo), found from any folder afterwards."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("PCAVS_HOME", str(home))
+    monkeypatch.delenv("PCAVS_CHECKPOINTS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["download", "--from-zip", str(zips["root"])]) == 0  # the files at the zip root
+    assert str(home / "demo") in capsys.readouterr().out
+    assert leftovers(home / "demo") == INSTALLED
+    assert leftovers(home) == ["demo"]
+    assert not (tmp_path / "checkpoints").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert find_checkpoints() == home / "demo"
+
+
+@pytest.mark.parametrize("case, message", [
+    ("truncated", r"truncated\.zip: truncated or not a zip file"),
+    ("evil", r"refusing the zip: it holds the unsafe path '\.\./evil\.pth'"),
+    ("link", r"refusing the zip: it holds the link 'demo/latest_net_G\.pth'"),
+    ("bomb", r"latest_net_G\.pth would unpack to 64 MiB from 0 MiB; refusing what looks like a zip bomb"),
+    ("missing", r"latest_net_A_sync\.pth is not in the zip"),
+    ("twice", r"holds latest_net_G\.pth more than once"),
+    ("wrong_key", r"wrong_key\.zip \(latest_net_A_sync\.pth\): missing key 'fc\.weight'"),
+])
+def test_broken_archive_leaves_nothing(tmp_path, server, zips, case, message):
+    base, _ = server
+    dest = tmp_path / "new" / "demo"
+    with pytest.raises(WeightsError, match=message) as exc:
+        download.download_weights(dest, url=f"{base}/{zips[case].name}", progress=False)
+    one_line(exc)
+    assert leftovers(tmp_path) == []  # not even the parent folder it created
+
+
+@pytest.mark.parametrize("where, reason", [
+    ("absent.zip", "HTTP 404 Not Found"),
+    ("short.zip", "the connection closed after 1048576 of 2097152 bytes"),
+    ("unreachable", "refused"),
+])
+def test_failed_download_names_the_manual_route(tmp_path, server, where, reason):
+    base, _ = server
+    url = f"http://127.0.0.1:{closed_port()}/demo.zip" if where == "unreachable" else f"{base}/{where}"
+    with pytest.raises(NetworkError, match="downloading the weights from .* failed") as exc:
+        download.download_weights(tmp_path / "demo", url=url)  # with the progress bar
+    text = one_line(exc)
+    assert reason in text and download.DRIVE_LINK in text and BY_HAND in text
+    assert leftovers(tmp_path) == []
+
+
+def test_silent_server_times_out(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "TIMEOUT_S", 0.5)
+    with socket.socket() as silent:  # accepts connections (the kernel does) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        start = time.perf_counter()
+        with pytest.raises(NetworkError, match=r"failed \(timed out\)") as exc:
+            download.download_weights(tmp_path / "demo", url=f"http://127.0.0.1:{silent.getsockname()[1]}/demo.zip")
+    assert time.perf_counter() - start < 5 and BY_HAND in one_line(exc)
+    assert leftovers(tmp_path) == []
+
+
+def test_cli_reports_a_failed_download_in_one_line(tmp_path, capsys):
+    assert main(["download", "--dest", str(tmp_path / "demo"), "--url", f"http://127.0.0.1:{closed_port()}/demo.zip"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pcavs: downloading the weights") and err.count("\n") == 1 and BY_HAND in err
+    assert leftovers(tmp_path) == []
+
+
+def test_incomplete_install_is_swapped_out_and_restored_on_interrupt(tmp_path, zips, monkeypatch):
+    dest = tmp_path / "demo"
+    dest.mkdir()
+    (dest / "latest_net_G.pth").write_bytes(b"half a file")
+    real_replace = os.replace
+
+    def interrupted(src, dst):
+        if Path(src).name == "staged":
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(download.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        download.download_weights(dest, zip_path=zips["good"], progress=False)
+    assert leftovers(tmp_path) == ["demo"] and leftovers(dest) == ["latest_net_G.pth"]
+    assert (dest / "latest_net_G.pth").read_bytes() == b"half a file"
+
+    monkeypatch.setattr(download.os, "replace", real_replace)
+    download.download_weights(dest, zip_path=zips["good"], progress=False)
+    assert leftovers(tmp_path) == ["demo"] and leftovers(dest) == INSTALLED
+    assert (dest / "latest_net_G.pth").stat().st_size > 1000
+
+
+def test_interrupt_while_verifying_leaves_nothing(tmp_path, zips, monkeypatch):
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(download, "load_checkpoint_file", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        download.download_weights(tmp_path / "a" / "b" / "demo", zip_path=zips["good"], progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_known_sha256_mismatch_and_size_cap(tmp_path, zips, monkeypatch):
+    monkeypatch.setitem(download.KNOWN_SHA256, "latest_net_A_sync.pth", "0" * 64)
+    with pytest.raises(WeightsError, match=r"\(latest_net_A_sync\.pth\): SHA-256 .* is not the released file's"):
+        download.download_weights(tmp_path / "demo", zip_path=zips["good"], progress=False)
+    monkeypatch.setattr(download, "MAX_TOTAL_BYTES", 400 << 20)
+    with pytest.raises(WeightsError, match=r"would unpack to \d+ MiB \(limit 400 MiB\)"):
+        download.download_weights(tmp_path / "demo", zip_path=zips["good"], progress=False)
+    assert leftovers(tmp_path) == []
+
+
+def test_refuses_a_dest_with_other_files_before_downloading(tmp_path, server):
+    base, hits = server
+    dest = tmp_path / "mine"
+    dest.mkdir()
+    (dest / "notes.txt").write_text("keep me")
+    count = len(hits)
+    with pytest.raises(WeightsError, match=r"mine: holds files other than the weights \(notes\.txt\)"):
+        download.download_weights(dest, url=f"{base}/demo.zip")
+    assert len(hits) == count and leftovers(dest) == ["notes.txt"] and leftovers(tmp_path) == ["mine"]
+
+
+def test_bad_arguments(tmp_path, zips):
+    with pytest.raises(InputError, match="not both"):
+        download.download_weights(tmp_path / "demo", url="http://127.0.0.1:1/demo.zip", zip_path=zips["good"])
+    with pytest.raises(InputError, match="not an http:// or https:// address"):
+        download.download_weights(tmp_path / "demo", url=f"file://{zips['good']}")
+    with pytest.raises(WeightsError, match=r"nowhere\.zip: no such file; download https://drive\.google\.com/file/d/"):
+        download.download_weights(tmp_path / "demo", zip_path=tmp_path / "nowhere.zip")
+    assert leftovers(tmp_path) == []
+
+
+def test_google_drive_route_calls_gdown_with_the_id(tmp_path, monkeypatch, zips):
+    import gdown
+
+    calls = []
+
+    def fake_download(**kwargs):
+        calls.append(kwargs)
+        Path(kwargs["output"]).write_bytes(zips["good"].read_bytes())
+        return kwargs["output"]
+
+    monkeypatch.setattr(gdown, "download", fake_download)
+    dest = download.download_weights(tmp_path / "demo", progress=False)
+    assert len(calls) == 1 and calls[0]["id"] == "1Zehr3JLIpzdg2S5zZrhIbpYPKF-4gKU_" and "url" not in calls[0]
+    assert calls[0]["quiet"] is True  # progress=False
+    assert Path(calls[0]["output"]).parent.parent == tmp_path  # downloaded beside the destination
+    assert leftovers(dest) == INSTALLED and leftovers(tmp_path) == ["demo"]
+
+
+@pytest.mark.parametrize("behaviour, message", [
+    ("raises", "FileURLRetrievalError: Too many users have viewed or downloaded this file recently"),
+    ("html", "Google Drive sent a web page instead of demo.zip"),
+    ("nothing", "Google Drive sent no file"),
+])
+def test_google_drive_failures(tmp_path, monkeypatch, behaviour, message):
+    import gdown
+    from gdown.exceptions import FileURLRetrievalError
+
+    def fake_download(**kwargs):
+        if behaviour == "raises":
+            raise FileURLRetrievalError("Too many users have viewed or downloaded this file recently.\n\nYou may still...")
+        if behaviour == "html":
+            Path(kwargs["output"]).write_text("<html>Google Drive - Quota exceeded</html>")
+            return kwargs["output"]
+        return None
+
+    monkeypatch.setattr(gdown, "download", fake_download)
+    with pytest.raises(NetworkError, match=message) as exc:
+        download.download_weights(tmp_path / "demo", progress=False)
+    text = one_line(exc)
+    assert download.DRIVE_LINK in text and BY_HAND in text
+    assert leftovers(tmp_path) == []
+
+
+def test_truncated_file_in_dest_is_not_complete(tmp_path, synth_weights):
+    dest = tmp_path / "demo"
+    dest.mkdir()
+    for name in INSTALLED:
+        os.link(synth_weights / name, dest / name)  # hard links: no copying, and the originals stay intact below
+    assert download.weights_complete(dest)
+    data = (dest / "latest_net_E.pth").read_bytes()
+    (dest / "latest_net_E.pth").unlink()
+    (dest / "latest_net_E.pth").write_bytes(data[: len(data) // 2])
+    assert not download.weights_complete(dest)
+
+
+def _must_be_a_zip(path: Path) -> None:
+    if not zipfile.is_zipfile(path):
+        raise WeightsError(f"{path.name}: not the expected file")
+
+
+def test_fetch_file_downloads_verifies_and_renames(tmp_path, server):
+    base, hits = server
+    dest = tmp_path / "cache" / "models" / "root.zip"
+    assert download.fetch_file(f"{base}/root.zip", dest, _must_be_a_zip, progress=False) == dest
+    assert zipfile.is_zipfile(dest) and leftovers(dest.parent) == ["root.zip"]
+    count = len(hits)
+    assert download.fetch_file(f"{base}/root.zip", dest, _must_be_a_zip) == dest  # installed: nothing fetched
+    assert len(hits) == count
+
+
+def test_fetch_file_from_a_local_copy(tmp_path, zips):
+    dest = tmp_path / "models" / "copy.zip"
+    download.fetch_file("https://example.invalid/copy.zip", dest, _must_be_a_zip, from_file=zips["root"])
+    assert dest.read_bytes() == zips["root"].read_bytes()
+
+
+@pytest.mark.parametrize("case, error, message", [
+    ("refused", WeightsError, "not the expected file"),
+    ("short", NetworkError, r"closed after 1048576 of 2097152 bytes\); check the connection, or download .* by hand and run `pcavs download gfpgan --from-file short.zip`"),
+    ("404", NetworkError, "HTTP 404"),
+])
+def test_fetch_file_failures_leave_nothing(tmp_path, server, zips, case, error, message):
+    base, _ = server
+    name = {"refused": "truncated.zip", "short": "short.zip", "404": "absent.zip"}[case]
+    dest = tmp_path / "new" / "folder" / name
+    with pytest.raises(error, match=message) as exc:
+        download.fetch_file(f"{base}/{name}", dest, _must_be_a_zip, progress=False, command="pcavs download gfpgan")
+    one_line(exc)
+    assert not (tmp_path / "new").exists()  # the folders it made are gone, and no partial file is anywhere
