@@ -23,7 +23,8 @@ import traceback
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable, Iterator, TypeVar
 
 from ..core.assets import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
 from ..core.errors import InputError, PcavsError, one_line
@@ -41,6 +42,7 @@ FORM_OPTIONS = tuple(f.name for f in fields(Options) if f.metadata["cli"] and f.
 WHOLE_NUMBERS = ("seed", "face_index", "batch_size")
 POSE_CHOICES = ("demo", "upload", "webcam", "none")
 log = logging.getLogger("pcavs.serve")
+T = TypeVar("T")
 
 
 def _gradio():
@@ -107,7 +109,12 @@ def _with_options(function, gr):
 
 
 class Jobs:
-    """The loaded pipelines, one per device, handed out `concurrency` times each."""
+    """The loaded pipelines, one per device, each run by `concurrency` threads of its own.
+
+    The networks always run on these threads, never on Gradio's pool: each thread keeps the memory
+    its jobs freed for the next job (see core/devices.py), so memory grows with the number of
+    worker threads, which is fixed, not with the number of requests served.
+    """
 
     def __init__(self, checkpoints: str | os.PathLike | None, device: str, concurrency: int):
         from ..generation.pipeline import Pipeline
@@ -119,20 +126,68 @@ class Jobs:
         self.pipelines = [Pipeline.from_pretrained(weights, device=str(d)) for d in serving_devices(device)]
         self.limit = concurrency * len(self.pipelines)
         self._free: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(concurrency):
+        for number in range(concurrency):
             for pipeline in self.pipelines:
-                self._free.put(pipeline)
+                self._free.put((pipeline, ThreadPoolExecutor(1, thread_name_prefix=f"pcavs-{pipeline.device}-{number}")))
         self._syncnet = None
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
-    def pipeline(self):
-        """A pipeline no more than `concurrency` jobs use at once (Gradio's limit keeps this from waiting)."""
-        pipeline = self._free.get()
+    def slot(self) -> Iterator[tuple[Any, ThreadPoolExecutor]]:
+        """A pipeline and its thread, for one job (Gradio's concurrency limit keeps this from waiting)."""
+        taken = self._free.get()
         try:
-            yield pipeline
+            yield taken
         finally:
-            self._free.put(pipeline)
+            self._free.put(taken)
+
+    def run(self, work: Callable[[Any], T]) -> T:
+        """`work(pipeline)` on a free pipeline's own thread; its result."""
+        with self.slot() as (pipeline, thread):
+            return thread.submit(work, pipeline).result()
+
+    def iterate(self, work: Callable[[Any], Iterator[T]]) -> Iterator[T]:
+        """The items of `work(pipeline)`, made on a free pipeline's own thread as they are taken here; a consumer
+        that stops early stops the work at its next item."""
+        with self.slot() as (pipeline, thread):
+            items: queue.SimpleQueue = queue.SimpleQueue()
+            stop = threading.Event()
+
+            def produce() -> None:
+                try:
+                    source = work(pipeline)
+                    try:
+                        for item in source:
+                            items.put((True, item))
+                            if stop.is_set():
+                                break
+                    finally:
+                        close = getattr(source, "close", None)
+                        if close is not None:
+                            close()
+                    items.put((False, None))
+                except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+                    items.put((False, exc))
+
+            done = thread.submit(produce)
+            try:
+                while True:
+                    more, value = items.get()
+                    if not more:
+                        if value is not None:
+                            raise value
+                        return
+                    yield value
+            finally:
+                stop.set()
+                done.result()
+
+    def close(self) -> None:
+        """Let the threads go and the networks with them."""
+        while not self._free.empty():
+            self._free.get()[1].shutdown(wait=False)
+        self.pipelines.clear()
+        self._syncnet = None
 
     def syncnet(self):
         """SyncNet for the lip-sync score, loaded on first use (its weights: `pcavs download syncnet`)."""
@@ -157,6 +212,7 @@ class Served:
 
     def close(self) -> None:
         self.app.close()
+        self.jobs.close()
         self.workspace.remove()
         for name, value in self._restore.items():
             if value is None:
@@ -182,9 +238,9 @@ class App:
             for name, value in (("face", face), ("audio", audio)):
                 if not value:
                     raise InputError(f"{name}: no file was given")
-            with self.workspace.request() as folder, self.jobs.pipeline() as pipeline:
+            with self.workspace.request() as folder:
                 out = folder / RESULT_NAME
-                pipeline.run(face, audio, pose or None, out, job)
+                self.jobs.run(lambda pipeline: pipeline.run(face, audio, pose or None, out, job))
             return str(out)
 
     def make_video(self, face, audio, pose_choice, pose_video, score, progress=None, **options):
@@ -201,16 +257,10 @@ class App:
                 raise InputError("head motion: upload a video or record one with the webcam (or choose demo or none)")
             job = form_options(options).update(return_faces=bool(score))
             syncnet = self.jobs.syncnet() if score else None  # missing SyncNet weights fail before the job
-            with self.workspace.request() as folder, self.jobs.pipeline() as pipeline:
+            with self.workspace.request() as folder:
                 out = folder / RESULT_NAME
-                result = pipeline.run(face, audio, pose, out, job)
-            scores = ""
-            if syncnet is not None:
-                from ..metrics.evaluate import evaluate_faces
-
-                measured = evaluate_faces(result.faces, audio, syncnet=syncnet, device=syncnet_device(syncnet),
-                                          progress=False, name="the generated faces")
-                scores = f"**Lip-sync score** (SyncNet)\n\n```\n{measured.summary()}\n```"
+                result = self.jobs.run(lambda pipeline: pipeline.run(face, audio, pose, out, job))
+                scores = self.jobs.run(lambda pipeline: lip_sync_scores(result.faces, audio, syncnet)) if score else ""
         yield str(out), str(out), scores or gr.skip()
 
     # ------------------------------------------------------------------ page
@@ -274,8 +324,13 @@ class App:
         return page
 
 
-def syncnet_device(net):
-    return next(net.parameters()).device
+def lip_sync_scores(faces, audio, syncnet) -> str:
+    """The lip-sync scores of the generated faces, as Markdown."""
+    from ..metrics.evaluate import evaluate_faces
+
+    device = next(syncnet.parameters()).device
+    measured = evaluate_faces(faces, audio, syncnet=syncnet, device=device, progress=False, name="the generated faces")
+    return f"**Lip-sync score** (SyncNet)\n\n```\n{measured.summary()}\n```"
 
 
 def serve(

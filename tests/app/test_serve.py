@@ -123,7 +123,7 @@ def test_only_the_servers_own_files_and_the_demo_media_are_served(server, client
 def test_the_queue_has_a_maximum_and_tells_clients_their_place(client, server, media):
     """With the one pipeline busy, two jobs wait (the limit is 2), each knows its place, and one more is refused."""
     face, voice = grey_photo(media), short_speech(media, 0.12, "q.wav")
-    with server.jobs.pipeline():  # the device is busy: the next job holds the slot Gradio gives it and waits
+    with server.jobs.slot():  # the device is busy: the next job holds the place Gradio gives it and waits
         jobs = [client.submit(face=handle_file(face), audio=handle_file(voice), api_name="/generate")]
         wait_for(lambda: jobs[0].status().code.name == "PROCESSING")
         jobs += [client.submit(face=handle_file(face), audio=handle_file(voice), api_name="/generate") for _ in range(2)]
