@@ -27,7 +27,7 @@ def import_av():
     try:
         import av
     except ImportError:
-        raise InputError("segments need PyAV: pip install "pcavs[stream]" (or: pip install av)") from None
+        raise InputError("segments need PyAV: pip install 'pcavs[stream]' (or: pip install av)") from None
     return av
 
 
