@@ -12,6 +12,7 @@ fetched; bad input is a one-line error in the page and the server keeps serving.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import html
 import inspect
@@ -19,9 +20,10 @@ import logging
 import os
 import queue
 import threading
+import time
 import traceback
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, TypeVar
@@ -29,6 +31,7 @@ from typing import Any, Callable, Iterator, TypeVar
 from ..core.assets import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
 from ..core.errors import InputError, PcavsError, one_line
 from ..core.options import FRACTIONS, Options
+from .live import LiveSession
 from .workspace import Workspace
 
 HOST = "127.0.0.1"
@@ -41,6 +44,9 @@ ALL_INTERFACES = ("0.0.0.0", "::", "")
 FORM_OPTIONS = tuple(f.name for f in fields(Options) if f.metadata["cli"] and f.name not in ("mouth", "enhance_checkpoint"))
 WHOLE_NUMBERS = ("seed", "face_index", "batch_size")
 POSE_CHOICES = ("demo", "upload", "webcam", "none")
+SEGMENT_SECONDS = 1.0  # of video per streamed segment
+LIVE_LIMIT = 60  # s a live recording holds its place; then it queues again (and goes on), so others get a turn
+H264_MSE = 'video/mp4; codecs="avc1.42E01E, mp4a.40.2"'  # what the streamed segments hold (baseline H.264, AAC)
 log = logging.getLogger("pcavs.serve")
 T = TypeVar("T")
 
@@ -221,12 +227,36 @@ class Served:
                 os.environ[name] = value
 
 
+class Avatars:
+    """Avatars prepared once per photo and device (`Pipeline.prepare`), the most recent few kept."""
+
+    KEEP = 8
+
+    def __init__(self):
+        self._prepared: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, photo: str, pipeline):
+        key = (str(photo), str(pipeline.device))
+        with self._lock:
+            if key in self._prepared:
+                self._prepared.move_to_end(key)
+                return self._prepared[key]
+        avatar = pipeline.prepare(photo, mode="crop")
+        with self._lock:
+            self._prepared[key] = avatar
+            while len(self._prepared) > self.KEEP:
+                self._prepared.popitem(last=False)
+        return avatar
+
+
 class App:
     """The handlers and the page of one server."""
 
     def __init__(self, jobs: Jobs, workspace: Workspace):
         self.jobs = jobs
         self.workspace = workspace
+        self.avatars = Avatars()
 
     # ------------------------------------------------------------------ handlers
 
@@ -243,8 +273,8 @@ class App:
                 self.jobs.run(lambda pipeline: pipeline.run(face, audio, pose or None, out, job))
             return str(out)
 
-    def make_video(self, face, audio, pose_choice, pose_video, score, progress=None, **options):
-        """The "Make a video" button: yields (preview, mp4 file, scores)."""
+    def make_video(self, face, audio, pose_choice, pose_video, score, plays_h264, progress=None, **options):
+        """The "Make a video" button: the video as it is made (segments), then the mp4 and the scores."""
         gr = _gradio()
         yield None, None, ""  # clears the previous run's results
         with page_errors():
@@ -255,13 +285,58 @@ class App:
             pose = {"demo": str(DEMO_POSE), "none": None}.get(pose_choice, pose_video)
             if pose_choice in ("upload", "webcam") and not pose_video:
                 raise InputError("head motion: upload a video or record one with the webcam (or choose demo or none)")
-            job = form_options(options).update(return_faces=bool(score))
+            job = form_options(options)
             syncnet = self.jobs.syncnet() if score else None  # missing SyncNet weights fail before the job
             with self.workspace.request() as folder:
                 out = folder / RESULT_NAME
-                result = self.jobs.run(lambda pipeline: pipeline.run(face, audio, pose, out, job))
-                scores = self.jobs.run(lambda pipeline: lip_sync_scores(result.faces, audio, syncnet)) if score else ""
-        yield str(out), str(out), scores or gr.skip()
+
+                def segments(pipeline):
+                    frames = pipeline.stream(face, audio, pose, **asdict(job))
+                    for segment in frames.segments(folder / "segments", out=out, seconds=SEGMENT_SECONDS):
+                        yield segment, frames.frames, frames.feed.ready()
+
+                progress(0, desc="Finding the face")
+                for segment, made, total in self.jobs.iterate(segments):
+                    if plays_h264:
+                        yield str(segment), gr.skip(), gr.skip()
+                    progress((made, total), desc="Making the frames", unit="frames")  # after the yield, which hides it
+                    segment.unlink()  # Gradio has taken it (it asks for the next item only then)
+                (folder / "segments").rmdir()
+                if syncnet is not None:
+                    progress(None, desc="Scoring the lip sync")
+                    scores = self.jobs.run(lambda pipeline: lip_sync_scores(out, syncnet))
+            if not plays_h264:
+                gr.Warning("This browser cannot play H.264 video, so nothing plays here: download the mp4.")
+        yield gr.skip(), str(out), scores if syncnet is not None else gr.skip()
+
+    def prepare(self, photo) -> str:
+        """The Live tab's photo changed: its avatar, prepared now (once)."""
+        with page_errors():
+            if not photo:
+                return "Choose a photo (upload one or take one with the webcam)."
+            start = time.perf_counter()
+            self.jobs.run(lambda pipeline: self.avatars.get(photo, pipeline))
+            return f"Avatar ready (face found and encoded in {time.perf_counter() - start:.1f} s): press Record."
+
+    def live(self, chunk, photo, session):
+        """A chunk of the microphone: fed to this recording's stream; the newest frame and the figures back."""
+        gr = _gradio()
+        if chunk is None:
+            return gr.skip(), gr.skip(), session
+        with page_errors():
+            rate, samples = chunk
+            if session is None or not session.running:
+                if not photo:
+                    raise InputError("photo: choose the face to animate first")
+                session = LiveSession(self.jobs, lambda pipeline: self.avatars.get(photo, pipeline), rate)
+            html, figures = session.feed(rate, samples)
+        return gr.skip() if html is None else html, figures, session
+
+    @staticmethod
+    def stop_live(session):
+        if session is not None:
+            session.stop()
+        return None
 
     # ------------------------------------------------------------------ page
 
@@ -273,7 +348,7 @@ class App:
                 continue
             label, info, choices = spec.name.replace("_", " "), spec.metadata["help"], spec.metadata["choices"]
             if choices:
-                menu = [(c, c) for c in choices] if spec.default is not None else [("off", ""), *[(c, c) for c in choices]]
+                menu = [(c, c) for c in choices] if spec.default is not None else [("default", ""), *[(c, c) for c in choices]]
                 # a value off the menu (from the API) reaches Options, whose error names the option and its values
                 inputs[spec.name] = gr.Dropdown(menu, value=spec.default or "", label=label, info=info, allow_custom_value=True)
             elif isinstance(spec.default, bool):
@@ -290,46 +365,71 @@ class App:
         with gr.Blocks(title="pcavs", analytics_enabled=False, delete_cache=(600, int(self.workspace.max_age))) as page:
             gr.Markdown("# pcavs: a photo that talks\nOne photo of a face and a voice in, a lip-synced video out "
                         "(PC-AVS, CVPR 2021).")
+            plays_h264 = gr.Checkbox(True, visible=False)  # set by the browser when the page loads
+            page.load(None, None, plays_h264, js=f"() => window.MediaSource ? MediaSource.isTypeSupported('{H264_MSE}') : false")
             with gr.Tab("Make a video"):
-                with gr.Row():
-                    with gr.Column():
-                        face = gr.Image(sources=["upload", "webcam"], type="filepath", label="Photo", elem_id="face")
-                        audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Voice", elem_id="voice")
-                        pose_choice = gr.Radio(list(POSE_CHOICES), value="demo", label="Head motion",
-                                               info="the demo clip, a video (uploaded or from the webcam) or none "
-                                                    "(the photo's own pose)", elem_id="pose_choice")
-                        pose_video = gr.Video(sources=["upload"], label="Head-motion video", visible=False,
-                                              elem_id="pose_video")
-                        score = gr.Checkbox(False, label="lip-sync score",
-                                            info="score the result with SyncNet (weights: pcavs download syncnet)")
-                        with gr.Accordion("Options", open=False):
-                            options = self.option_inputs(gr)
-                        go = gr.Button("Make the video", variant="primary", elem_id="go")
-                    with gr.Column():
-                        preview = gr.Video(label="Video", autoplay=True, elem_id="preview", interactive=False)
-                        final = gr.File(label="The mp4", elem_id="final", interactive=False)
-                        scores = gr.Markdown(elem_id="scores")
-                gr.Examples([[str(DEMO_FACE), str(DEMO_AUDIO), "demo"], [str(DEMO_FACE), str(DEMO_AUDIO), "none"]],
-                            [face, audio, pose_choice], label="Examples (the bundled demo media)")
-                pose_choice.change(lambda c: gr.update(visible=c in ("upload", "webcam"), sources=[c] if c in ("upload", "webcam") else None),
-                                   pose_choice, pose_video, queue=False, api_visibility="private")
-                go.click(_with_options(self.make_video, gr), [face, audio, pose_choice, pose_video, score], [preview, final, scores],
-                         inputs_kwargs=options, api_visibility="private", concurrency_id=JOBS,
-                         concurrency_limit=self.jobs.limit, show_progress_on=[final])
-                # the API: files in, the mp4 out
-                api_files = [gr.File(visible=False) for _ in ("face", "audio", "pose")]
-                api_out = gr.File(visible=False)
-                gr.Button(visible=False).click(_with_options(self.generate, gr), api_files, api_out, inputs_kwargs=options,
-                                               api_name="generate", concurrency_id=JOBS, concurrency_limit=self.jobs.limit)
+                self.video_tab(gr, plays_h264)
+            with gr.Tab("Live"):
+                self.live_tab(gr)
         return page
 
+    def video_tab(self, gr, plays_h264) -> None:
+        with gr.Row():
+            with gr.Column():
+                face = gr.Image(sources=["upload", "webcam"], type="filepath", label="Photo", elem_id="face")
+                audio = gr.Audio(sources=["upload", "microphone"], type="filepath", label="Voice", elem_id="voice")
+                pose_choice = gr.Radio(list(POSE_CHOICES), value="demo", label="Head motion",
+                                       info="the demo clip, a video (uploaded or from the webcam) or none "
+                                            "(the photo's own pose)", elem_id="pose_choice")
+                pose_video = gr.Video(sources=["upload"], label="Head-motion video", visible=False, elem_id="pose_video")
+                score = gr.Checkbox(False, label="lip-sync score", elem_id="score",
+                                    info="score the result with SyncNet (its weights: pcavs download syncnet)")
+                with gr.Accordion("Options", open=False):
+                    options = self.option_inputs(gr)
+                go = gr.Button("Make the video", variant="primary", elem_id="go")
+            with gr.Column():
+                preview = gr.Video(label="The video, as it is made", streaming=True, autoplay=True, elem_id="preview")
+                final = gr.File(label="The mp4", elem_id="final", interactive=False)
+                scores = gr.Markdown(elem_id="scores")
+        gr.Examples([[str(DEMO_FACE), str(DEMO_AUDIO), "demo"], [str(DEMO_FACE), str(DEMO_AUDIO), "none"]],
+                    [face, audio, pose_choice], label="Examples (the bundled demo media)")
+        pose_choice.change(lambda choice: gr.update(visible=choice in ("upload", "webcam"),
+                                                    sources=[choice] if choice in ("upload", "webcam") else None),
+                           pose_choice, pose_video, queue=False, api_visibility="private")
+        go.click(_with_options(self.make_video, gr), [face, audio, pose_choice, pose_video, score, plays_h264],
+                 [preview, final, scores], inputs_kwargs=options, api_visibility="private", concurrency_id=JOBS,
+                 concurrency_limit=self.jobs.limit, show_progress_on=[final])
+        # the API: files in, the mp4 out
+        api_files = [gr.File(visible=False) for _ in ("face", "audio", "pose")]
+        gr.Button(visible=False).click(_with_options(self.generate, gr), api_files, gr.File(visible=False),
+                                       inputs_kwargs=options, api_name="generate", concurrency_id=JOBS,
+                                       concurrency_limit=self.jobs.limit)
 
-def lip_sync_scores(faces, audio, syncnet) -> str:
-    """The lip-sync scores of the generated faces, as Markdown."""
-    from ..metrics.evaluate import evaluate_faces
+    def live_tab(self, gr) -> None:
+        gr.Markdown("Speak into the microphone: the face answers as you speak. Frames are made as the voice "
+                    "arrives; where this machine is slower than real time, frames are dropped to stay in sync.")
+        with gr.Row():
+            with gr.Column():
+                photo = gr.Image(str(DEMO_FACE), sources=["upload", "webcam"], type="filepath", label="Face",
+                                 elem_id="live_photo")
+                ready = gr.Markdown("The demo face is used until you choose another.", elem_id="avatar_status")
+                mic = gr.Audio(sources=["microphone"], streaming=True, type="numpy", label="Microphone", elem_id="mic")
+            with gr.Column():
+                face = gr.HTML(elem_id="live_face", label="Live")
+                figures = gr.Markdown(elem_id="live_stats")
+        session = gr.State()
+        photo.change(self.prepare, photo, ready, api_visibility="private", concurrency_id=JOBS,
+                     concurrency_limit=self.jobs.limit)
+        mic.stream(self.live, [mic, photo, session], [face, figures, session], stream_every=0.1, time_limit=LIVE_LIMIT,
+                   concurrency_limit=self.jobs.limit, api_visibility="private", show_progress="hidden")
+        mic.stop_recording(self.stop_live, session, session, api_visibility="private", queue=False)
 
-    device = next(syncnet.parameters()).device
-    measured = evaluate_faces(faces, audio, syncnet=syncnet, device=device, progress=False, name="the generated faces")
+
+def lip_sync_scores(video: Path, syncnet) -> str:
+    """The lip-sync scores of the finished video, as Markdown."""
+    from ..metrics.evaluate import evaluate
+
+    measured = evaluate(video, syncnet=syncnet, device=next(syncnet.parameters()).device, progress=False)
     return f"**Lip-sync score** (SyncNet)\n\n```\n{measured.summary()}\n```"
 
 

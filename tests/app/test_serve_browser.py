@@ -1,0 +1,145 @@
+"""The web app in a real browser: Debian's chromium, headless, driven by Playwright, with chromium's fake devices
+as the webcam (a y4m of the demo face) and the microphone (a wav of speech).
+
+Skipped, with the reason, when no chromium is found (`apt-get install chromium`; `$PCAVS_CHROMIUM` names
+another binary). Screenshots go to `test-artefacts/browser/` (or `$PCAVS_ARTEFACTS/browser/`).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gradio", reason='the web app needs Gradio: pip install "pcavs[serve]"')
+playwright = pytest.importorskip("playwright.sync_api", reason="the browser tests need Playwright: pip install playwright")
+
+from pcavs.core.assets import DEMO_FACE  # noqa: E402
+from pcavs.media.probe import probe  # noqa: E402
+from pcavs.media.video import iter_frames  # noqa: E402
+from support.av import ffmpeg  # noqa: E402
+from support.kits import INPUTS, ROOT  # noqa: E402
+from support.web import launched, short_speech  # noqa: E402
+
+CHROMIUM = os.environ.get("PCAVS_CHROMIUM") or next(
+    (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium found (apt-get install chromium, or set $PCAVS_CHROMIUM)")
+ARTEFACTS = Path(os.environ.get("PCAVS_ARTEFACTS", ROOT / "test-artefacts")) / "browser"
+H264 = 'video/mp4; codecs="avc1.640028, mp4a.40.2"'
+PLAYING = "() => { const v = document.querySelector('#preview video'); return !!v && v.currentTime > 0 && !v.paused; }"
+
+
+@pytest.fixture(scope="module")
+def devices(tmp_path_factory):
+    """The fake webcam (the demo face, still) and microphone (1.2 s of speech, looped by chromium)."""
+    folder = tmp_path_factory.mktemp("devices")
+    camera = folder / "camera.y4m"
+    ffmpeg("-loop", "1", "-i", str(DEMO_FACE), "-t", "2", "-r", "10", "-vf", "scale=640:480,format=yuv420p", str(camera))
+    microphone = folder / "microphone.wav"
+    ffmpeg("-i", str(INPUTS / "speech_short.wav"), "-ar", "48000", "-c:a", "pcm_s16le", str(microphone))
+    return camera, microphone
+
+
+@pytest.fixture(scope="module")
+def server(synth_weights):
+    with launched(synth_weights) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def browser(devices):
+    camera, microphone = devices
+    with playwright.sync_playwright() as driver:
+        chromium = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}", f"--use-file-for-fake-audio-capture={microphone}"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(permissions=["camera", "microphone"], accept_downloads=True,
+                                  viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.goto(server.url)
+    page.wait_for_selector("#go")
+    yield page
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)
+
+
+def elapsed(page) -> float:
+    return page.evaluate("() => performance.now()") / 1000
+
+
+def make_and_download(page, tmp_path, name: str) -> tuple[Path, float, float]:
+    """Click "Make the video", see it play while the job runs, download the mp4: (mp4, s to play, s to the mp4)."""
+    start = elapsed(page)
+    page.click("#go")
+    page.wait_for_function(PLAYING, timeout=240_000)
+    playing = elapsed(page) - start
+    assert page.locator("#final a[download]").count() == 0, "the video played only once the mp4 was done"
+    shot(page, f"{name}-playing")
+    link = page.locator("#final a[download]")
+    link.wait_for(timeout=240_000)
+    finished = elapsed(page) - start
+    with page.expect_download() as download:
+        link.click()
+    out = tmp_path / download.value.suggested_filename
+    download.value.save_as(out)
+    shot(page, f"{name}-done")
+    return out, playing, finished
+
+
+def test_upload_photo_and_voice_plays_while_made_then_downloads(page, tmp_path):
+    assert page.evaluate(f"() => MediaSource.isTypeSupported('{H264}')"), "this chromium plays no H.264 in MSE"
+    voice = short_speech(tmp_path, 1.2)
+    page.set_input_files("#face input[type=file]", str(DEMO_FACE))
+    page.set_input_files("#voice input[type=file]", str(voice))
+    page.wait_for_selector("#face img[src]")
+    page.wait_for_selector("#voice button[aria-label='Play']")
+    out, playing, finished = make_and_download(page, tmp_path, "upload")
+    assert out.name == "talking_face.mp4"
+    info = probe(out)
+    assert (info.video_codec, info.audio_codec, info.width, info.height) == ("h264", "aac", 512, 512)
+    assert sum(1 for _ in iter_frames(out)) == 30
+    print(f"\nupload, 1.2 s voice: plays after {playing:.1f} s, mp4 after {finished:.1f} s")
+
+
+def test_webcam_photo_and_microphone_voice(page, tmp_path):
+    page.click("#face button[aria-label='Capture from camera']")
+    page.click("#face button:has-text('Click to Access Webcam')")
+    page.wait_for_function("() => { const v = document.querySelector('#face video');"
+                           " return !!v && v.videoWidth > 0 && v.currentTime > 0.3; }")
+    page.click("#face button[aria-label='capture photo']")
+    page.wait_for_function("() => { const i = document.querySelector('#face img'); return !!i && i.naturalWidth > 0; }")
+    page.click("#voice button[aria-label='Record audio']")
+    page.click("#voice button:has-text('Record')")
+    page.wait_for_timeout(1500)
+    page.click("#voice button:has-text('Stop') >> visible=true")
+    page.wait_for_selector("#voice button[aria-label='Play']")
+    page.click("#pose_choice label:has-text('none')")
+    shot(page, "devices-ready")
+    out, playing, finished = make_and_download(page, tmp_path, "devices")
+    frames = sum(1 for _ in iter_frames(out))
+    assert 25 <= frames <= 60, frames  # about 1.5 s of recording
+    print(f"\nwebcam + microphone: plays after {playing:.1f} s, mp4 after {finished:.1f} s ({frames} frames)")
+
+
+def test_live_five_seconds(page):
+    page.get_by_role("tab", name="Live").click()
+    page.wait_for_selector("#mic button:has-text('Record')")
+    page.click("#mic button:has-text('Record')")
+    page.wait_for_selector("#live_face img[src^='data:image/jpeg']", timeout=120_000)
+    page.wait_for_timeout(5000)
+    shot(page, "live")
+    figures = page.inner_text("#live_stats")
+    page.click("#mic button:has-text('Stop') >> visible=true")
+    assert "latency" in figures and "fps" in figures, figures
+    print(f"\nlive: {figures}")
