@@ -347,17 +347,19 @@ class App:
             if spec.name not in FORM_OPTIONS:
                 continue
             label, info, choices = spec.name.replace("_", " "), spec.metadata["help"], spec.metadata["choices"]
+            look = dict(label=label, info=info, elem_id=f"option_{spec.name}")
             if choices:
-                menu = [(c, c) for c in choices] if spec.default is not None else [("default", ""), *[(c, c) for c in choices]]
+                unset = "off" if spec.name == "enhance" else "default"
+                menu = [(c, c) for c in choices] if spec.default is not None else [(unset, ""), *[(c, c) for c in choices]]
                 # a value off the menu (from the API) reaches Options, whose error names the option and its values
-                inputs[spec.name] = gr.Dropdown(menu, value=spec.default or "", label=label, info=info, allow_custom_value=True)
+                inputs[spec.name] = gr.Dropdown(menu, value=spec.default or "", allow_custom_value=True, **look)
             elif isinstance(spec.default, bool):
-                inputs[spec.name] = gr.Checkbox(value=spec.default, label=label, info=info)
+                inputs[spec.name] = gr.Checkbox(value=spec.default, **look)
             elif spec.name in FRACTIONS:
                 top = 0.9 if spec.name == "enhance_smooth" else 1.0
-                inputs[spec.name] = gr.Slider(0, top, value=spec.default, step=0.05, label=label, info=info)
-            elif spec.name in WHOLE_NUMBERS:
-                inputs[spec.name] = gr.Number(value=spec.default, precision=0, label=label, info=info)
+                inputs[spec.name] = gr.Slider(0, top, value=spec.default, step=0.05, **look)
+            elif spec.name in WHOLE_NUMBERS:  # text: a number box cannot be empty, and empty is the default here
+                inputs[spec.name] = gr.Textbox("", placeholder="default", max_lines=1, **look)
         return inputs
 
     def page(self):
@@ -430,7 +432,8 @@ def lip_sync_scores(video: Path, syncnet) -> str:
     from ..metrics.evaluate import evaluate
 
     measured = evaluate(video, syncnet=syncnet, device=next(syncnet.parameters()).device, progress=False)
-    return f"**Lip-sync score** (SyncNet)\n\n```\n{measured.summary()}\n```"
+    table = measured.summary().split("\n", 1)[1]  # the first row names the server's file
+    return f"**Lip-sync score** (SyncNet)\n\n```\n{table}\n```"
 
 
 def serve(

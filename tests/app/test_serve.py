@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -170,3 +171,24 @@ def test_cli_serve_stops_on_sigterm_and_leaves_nothing(synth_weights, tmp_path):
         process.terminate()
         process.wait(60)
     assert not list(env_tmp.glob("pcavs-serve-*")), "the server's folder outlived it"
+
+
+def test_the_colab_cell_installs_the_app_and_starts_it_with_a_public_link(monkeypatch):
+    import nbformat
+    from packaging.requirements import Requirement
+
+    import pcavs
+
+    notebook = nbformat.read(Path(__file__).resolve().parents[2] / "PCAVS_Colab.ipynb", as_version=4)
+    (cell,) = [c for c in notebook.cells if c.get("id") == "web-app"]
+    assert "START_WEB_APP = False" in cell.source, "optional: off until the box is ticked"
+    commands, started = [], []
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: commands.append(command))
+    monkeypatch.setattr(pcavs, "serve", lambda **kwargs: started.append(kwargs))
+    names = {"PCAVS_PIP": "pcavs[notebook] @ git+https://github.com/pcavs/pcavs", "CHECKPOINTS": "weights",
+             "pcavs": pcavs, "subprocess": subprocess, "sys": sys}
+    exec(cell.source.replace("START_WEB_APP = False", "START_WEB_APP = True"), names)
+    (command,) = commands
+    wanted = Requirement(command[-1])
+    assert (wanted.name, wanted.extras, wanted.url) == ("pcavs", {"notebook", "serve"}, "git+https://github.com/pcavs/pcavs")
+    assert started == [{"share": True, "checkpoints": "weights"}]

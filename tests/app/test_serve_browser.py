@@ -20,7 +20,7 @@ from pcavs.media.probe import probe  # noqa: E402
 from pcavs.media.video import iter_frames  # noqa: E402
 from support.av import ffmpeg  # noqa: E402
 from support.kits import INPUTS, ROOT  # noqa: E402
-from support.web import launched, short_speech  # noqa: E402
+from support.web import grey_photo, launched, short_speech  # noqa: E402
 
 CHROMIUM = os.environ.get("PCAVS_CHROMIUM") or next(
     (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
@@ -100,10 +100,18 @@ def make_and_download(page, tmp_path, name: str) -> tuple[Path, float, float]:
 def test_upload_photo_and_voice_plays_while_made_then_downloads(page, tmp_path):
     assert page.evaluate(f"() => MediaSource.isTypeSupported('{H264}')"), "this chromium plays no H.264 in MSE"
     voice = short_speech(tmp_path, 1.2)
-    page.set_input_files("#face input[type=file]", str(DEMO_FACE))
+    page.set_input_files("#face input[type=file]", str(grey_photo(tmp_path)))
     page.set_input_files("#voice input[type=file]", str(voice))
     page.wait_for_selector("#face img[src]")
     page.wait_for_selector("#voice button[aria-label='Play']")
+    page.click("#go")  # a photo without a face: a one-line error in the page
+    error = page.locator(".toast-body", has_text="no face found")
+    error.wait_for(timeout=120_000)
+    assert "\n" not in error.inner_text().strip().split("no face found")[1]
+    shot(page, "upload-error")
+    page.click("#face button[aria-label='Remove Image']")
+    page.set_input_files("#face input[type=file]", str(DEMO_FACE))
+    page.wait_for_selector("#face img[src]")
     out, playing, finished = make_and_download(page, tmp_path, "upload")
     assert out.name == "talking_face.mp4"
     info = probe(out)
@@ -112,7 +120,8 @@ def test_upload_photo_and_voice_plays_while_made_then_downloads(page, tmp_path):
     print(f"\nupload, 1.2 s voice: plays after {playing:.1f} s, mp4 after {finished:.1f} s")
 
 
-def test_webcam_photo_and_microphone_voice(page, tmp_path):
+def test_webcam_photo_and_microphone_voice_with_the_score(page, tmp_path, syncnet_file, monkeypatch):
+    monkeypatch.setenv("PCAVS_SYNCNET", str(syncnet_file))
     page.click("#face button[aria-label='Capture from camera']")
     page.click("#face button:has-text('Click to Access Webcam')")
     page.wait_for_function("() => { const v = document.querySelector('#face video');"
@@ -125,10 +134,16 @@ def test_webcam_photo_and_microphone_voice(page, tmp_path):
     page.click("#voice button:has-text('Stop') >> visible=true")
     page.wait_for_selector("#voice button[aria-label='Play']")
     page.click("#pose_choice label:has-text('none')")
+    page.click("#score input")
+    page.click("button:has-text('Options')")  # crop mode: SyncNet scores the 224x224 faces as they are
+    page.click("#option_mode input")
+    page.click("[role=listbox] [role=option]:has-text('crop')")
     shot(page, "devices-ready")
     out, playing, finished = make_and_download(page, tmp_path, "devices")
     frames = sum(1 for _ in iter_frames(out))
     assert 25 <= frames <= 60, frames  # about 1.5 s of recording
+    assert (probe(out).width, probe(out).height) == (224, 224)
+    page.wait_for_selector("#scores:has-text('LSE-D')", timeout=120_000)
     print(f"\nwebcam + microphone: plays after {playing:.1f} s, mp4 after {finished:.1f} s ({frames} frames)")
 
 
@@ -137,9 +152,13 @@ def test_live_five_seconds(page):
     page.wait_for_selector("#mic button:has-text('Record')")
     page.click("#mic button:has-text('Record')")
     page.wait_for_selector("#live_face img[src^='data:image/jpeg']", timeout=120_000)
+    page.evaluate("""() => { window.framesBack = 0; new MutationObserver(() => window.framesBack++)
+        .observe(document.querySelector('#live_face'), {subtree: true, childList: true, attributes: true}); }""")
     page.wait_for_timeout(5000)
     shot(page, "live")
     figures = page.inner_text("#live_stats")
+    frames = page.evaluate("() => window.framesBack")
     page.click("#mic button:has-text('Stop') >> visible=true")
     assert "latency" in figures and "fps" in figures, figures
-    print(f"\nlive: {figures}")
+    assert frames >= 2, f"{frames} frames came back in 5 s"
+    print(f"\nlive: {frames} frames back in 5 s; {figures}")
