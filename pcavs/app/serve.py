@@ -23,9 +23,9 @@ import threading
 import time
 import traceback
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator, TypeVar
 
 from ..core.assets import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
@@ -46,7 +46,7 @@ WHOLE_NUMBERS = ("seed", "face_index", "batch_size")
 POSE_CHOICES = ("demo", "upload", "webcam", "none")
 SEGMENT_SECONDS = 1.0  # of video per streamed segment
 LIVE_LIMIT = 60  # s a live recording holds its place; then it queues again (and goes on), so others get a turn
-H264_MSE = 'video/mp4; codecs="avc1.42E01E, mp4a.40.2"'  # what the streamed segments hold (baseline H.264, AAC)
+H264_MSE = 'video/mp4; codecs="avc1.640028, mp4a.40.2"'  # what the streamed segments hold: H.264 High (x264's), AAC
 log = logging.getLogger("pcavs.serve")
 T = TypeVar("T")
 
@@ -479,6 +479,9 @@ def serve(
         workspace.remove()
         raise
     served = Served(page, url, share_url, workspace, jobs, restore)
+    if share and not share_url:
+        warnings.warn("share: no public link (Gradio's tunnel needs the internet; its reason is above); "
+                      f"serving on {url} only", stacklevel=2)
     print(f"pcavs serve: {url}" + (f" (public: {share_url})" if share_url else ""), flush=True)
     if block and not _in_notebook():
         try:

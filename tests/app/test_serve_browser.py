@@ -7,38 +7,28 @@ another binary). Screenshots go to `test-artefacts/browser/` (or `$PCAVS_ARTEFAC
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("gradio", reason='the web app needs Gradio: pip install "pcavs[serve]"')
-playwright = pytest.importorskip("playwright.sync_api", reason="the browser tests need Playwright: pip install playwright")
+pytest.importorskip("playwright.sync_api", reason="the browser tests need Playwright: pip install playwright")
 
+from pcavs.app.serve import H264_MSE  # noqa: E402
 from pcavs.core.assets import DEMO_FACE  # noqa: E402
 from pcavs.media.probe import probe  # noqa: E402
 from pcavs.media.video import iter_frames  # noqa: E402
-from support.av import ffmpeg  # noqa: E402
 from support.kits import INPUTS, ROOT  # noqa: E402
-from support.web import grey_photo, launched, short_speech  # noqa: E402
+from support.web import COUNT_FRAMES, CHROMIUM, PLAYING, chromium, fake_devices, grey_photo, launched, short_speech  # noqa: E402
 
-CHROMIUM = os.environ.get("PCAVS_CHROMIUM") or next(
-    (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium found (apt-get install chromium, or set $PCAVS_CHROMIUM)")
 ARTEFACTS = Path(os.environ.get("PCAVS_ARTEFACTS", ROOT / "test-artefacts")) / "browser"
-H264 = 'video/mp4; codecs="avc1.640028, mp4a.40.2"'
-PLAYING = "() => { const v = document.querySelector('#preview video'); return !!v && v.currentTime > 0 && !v.paused; }"
 
 
 @pytest.fixture(scope="module")
 def devices(tmp_path_factory):
     """The fake webcam (the demo face, still) and microphone (1.2 s of speech, looped by chromium)."""
-    folder = tmp_path_factory.mktemp("devices")
-    camera = folder / "camera.y4m"
-    ffmpeg("-loop", "1", "-i", str(DEMO_FACE), "-t", "2", "-r", "10", "-vf", "scale=640:480,format=yuv420p", str(camera))
-    microphone = folder / "microphone.wav"
-    ffmpeg("-i", str(INPUTS / "speech_short.wav"), "-ar", "48000", "-c:a", "pcm_s16le", str(microphone))
-    return camera, microphone
+    return fake_devices(tmp_path_factory.mktemp("devices"), DEMO_FACE, INPUTS / "speech_short.wav")
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +39,8 @@ def server(synth_weights):
 
 @pytest.fixture(scope="module")
 def browser(devices):
-    camera, microphone = devices
-    with playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={camera}", f"--use-file-for-fake-audio-capture={microphone}"])
-        yield chromium
-        chromium.close()
+    with chromium(*devices) as browser:
+        yield browser
 
 
 @pytest.fixture
@@ -98,7 +83,7 @@ def make_and_download(page, tmp_path, name: str) -> tuple[Path, float, float]:
 
 
 def test_upload_photo_and_voice_plays_while_made_then_downloads(page, tmp_path):
-    assert page.evaluate(f"() => MediaSource.isTypeSupported('{H264}')"), "this chromium plays no H.264 in MSE"
+    assert page.evaluate(f"() => MediaSource.isTypeSupported('{H264_MSE}')"), "this chromium plays no H.264 in MSE"
     voice = short_speech(tmp_path, 1.2)
     page.set_input_files("#face input[type=file]", str(grey_photo(tmp_path)))
     page.set_input_files("#voice input[type=file]", str(voice))
@@ -152,8 +137,7 @@ def test_live_five_seconds(page):
     page.wait_for_selector("#mic button:has-text('Record')")
     page.click("#mic button:has-text('Record')")
     page.wait_for_selector("#live_face img[src^='data:image/jpeg']", timeout=120_000)
-    page.evaluate("""() => { window.framesBack = 0; new MutationObserver(() => window.framesBack++)
-        .observe(document.querySelector('#live_face'), {subtree: true, childList: true, attributes: true}); }""")
+    page.evaluate(COUNT_FRAMES)
     page.wait_for_timeout(5000)
     shot(page, "live")
     figures = page.inner_text("#live_stats")
