@@ -76,8 +76,7 @@ def job(mode: str, photo: Path) -> dict:
     return dict(face=CROP, mode=mode, aligned=True, pose=POSE if mode == "grid" else None)
 
 
-@pytest.mark.parametrize("mode", ["crop", pytest.param("full", marks=pytest.mark.slow),
-                                  pytest.param("grid", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("mode", ["crop", "full", "grid"])
 def test_frames_equal_run_whatever_the_chunks(pipeline, remembered, voice, photo, mode):
     given = job(mode, photo)
     face, pose = given.pop("face"), given.pop("pose", None)
