@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..core.devices import ShrinkingBatches
 from ..core.errors import InputError
 from ..faces.track import medfilt
 from ..media.ffmpeg import WHOLE, Ffmpeg, file_url, last_line, run
@@ -35,7 +36,7 @@ WINDOW = 5  # frames per video window
 MFCC_PER_FRAME = 4
 MFCC_WINDOW = 20
 SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
-BATCH = 20  # windows per batch, as the official code (batching does not change the numbers)
+BATCH = 20  # windows per batch, as the official code (batching does not change the numbers); fewer when memory runs out
 DIST_EPS = 1e-6  # torch.nn.functional.pairwise_distance's default
 CONF_FILTER = 9  # taps of the median filter on the per-window confidence
 
@@ -163,7 +164,11 @@ def embed(
     net: SyncNet, frames: Frames, samples: np.ndarray, device: torch.device | str = "cpu",
     batch_size: int = BATCH, progress: bool = False, name: str = "video",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Video and audio embeddings (N, 1024) float32 on the CPU, one pair per window."""
+    """Video and audio embeddings (N, 1024) float32 on the CPU, one pair per window.
+
+    When the device runs out of memory the batch is halved, down to one window, and the smaller
+    size is kept for the rest of the video (see ShrinkingBatches).
+    """
     count = num_windows(len(frames), len(samples))
     if count < 1:
         raise InputError(
@@ -171,17 +176,19 @@ def embed(
             "SyncNet needs at least 6 frames (0.24 s) of both"
         )
     cepstra = torch.from_numpy(mfcc(samples)).float()
-    lip, aud = [], []
+    batches = ShrinkingBatches(torch.device(device), "SyncNet", "window")
     from tqdm.auto import tqdm
 
     with _ieee_float32(device), tqdm(total=count, unit="window", desc="syncnet", disable=not progress) as bar:
-        for start in range(0, count, batch_size):
-            stop = min(count, start + batch_size)
+        def windows(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
             video = lip_batch(frames[start : stop + WINDOW - 1], stop - start)
-            lip.append(net.lip(video.to(device)).float().cpu())
-            aud.append(net.audio(audio_batch(cepstra, start, stop).to(device)).float().cpu())
+            lip = net.lip(video.to(device)).float().cpu()
+            aud = net.audio(audio_batch(cepstra, start, stop).to(device)).float().cpu()
             bar.update(stop - start)
-    return torch.cat(lip), torch.cat(aud)
+            return lip, aud
+
+        done = batches(windows, count, batch_size)
+    return torch.cat([lip for lip, _ in done]), torch.cat([aud for _, aud in done])
 
 
 @dataclass

@@ -20,7 +20,7 @@ from support.kits import DATA, require_kit
 from support.loopback import serve
 from pcavs.metrics import lipsync
 from pcavs.app.cli import main
-from pcavs.core.errors import InputError, NetworkError, WeightsError
+from pcavs.core.errors import InputError, NetworkError, OutOfMemoryError, WeightsError
 from pcavs.metrics.mfcc import mfcc
 from pcavs.metrics.syncnet import PUBLISHED, URL, FILENAME, SyncNet, download_syncnet, find_syncnet, load_syncnet
 from pcavs.models.download import Published, fetch_file
@@ -269,6 +269,31 @@ def test_batching_does_not_change_the_embeddings(net, compact, scored):
     lip, aud = lipsync.embed(net, frames, samples, batch_size=3)
     assert lip.shape == (9, 1024)
     assert max_diff(lip, run.lip[:9]) < 1e-4 and max_diff(aud, run.aud[:9]) < 1e-4
+
+
+def test_out_of_memory_splits_the_batch_down_to_one_window(net, scored, monkeypatch):
+    """An injected device out-of-memory error for batches over 2 windows: the batch is halved (9 -> 4 -> 2), the
+    size that fit is kept for the rest of the video, and the embeddings are those of the unsplit run."""
+    run = scored("sync")
+    frames, samples = run.frames[0:14], run.samples[: 14 * 640]
+    tried = []
+    lip_tower = net.lip
+
+    def small_device(video):
+        tried.append(len(video))
+        if len(video) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return lip_tower(video)
+
+    monkeypatch.setattr(net, "lip", small_device)
+    lip, aud = lipsync.embed(net, frames, samples)
+    assert tried == [9, 4, 2, 2, 2, 2, 1]  # 9 windows; after 4 failed, batches of 2 to the end
+    assert max_diff(lip, run.lip[:9]) < 1e-4 and max_diff(aud, run.aud[:9]) < 1e-4
+
+    monkeypatch.setattr(net, "lip", lambda video: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
+    with pytest.raises(OutOfMemoryError, match=r"out of memory even for one window \(SyncNet\)") as error:
+        lipsync.embed(net, frames, samples)
+    assert "\n" not in str(error.value)
 
 
 @pytest.mark.parametrize("delay", [3, -2, 0])
