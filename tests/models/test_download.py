@@ -9,6 +9,7 @@ import socket
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -361,9 +362,10 @@ def test_fetch_file_failures_leave_nothing(tmp_path, server, zips, case, error, 
 
 
 @pytest.fixture(scope="module")
-def published(zips) -> tuple[Published, bytes]:
-    """A file standing in for a released one (root.zip), described as its publisher would: name, SHA-256, size."""
-    data = zips["root"].read_bytes()
+def published(tmp_path_factory) -> tuple[Published, bytes]:
+    """A file standing in for a released one (a small zip), described as its publisher would: name, SHA-256, size."""
+    path = write_zip(tmp_path_factory.mktemp("published") / "model.zip", {"weights.bin": np.random.default_rng(0).bytes(1 << 20)})
+    data = path.read_bytes()
     return Published("model.bin", hashlib.sha256(data).hexdigest(), len(data)), data
 
 
@@ -408,9 +410,9 @@ def test_a_file_that_is_not_the_published_one_is_refused_and_nothing_is_installe
     assert not (tmp_path / "new").exists()  # nothing installed, no partial file, not even the folders
 
 
-def test_a_local_copy_that_is_not_the_published_file_needs_verify_false(tmp_path, published, zips):
+def test_a_local_copy_that_is_not_the_published_file_needs_verify_false(tmp_path, published):
     spec, _ = published
-    other = zips["good"]  # a good zip, but not the published file
+    other = write_zip(tmp_path / "mine.zip", {"weights.bin": b"my own weights"})  # a good zip, but not the published file
     dest = tmp_path / "models" / "model.bin"
     with pytest.raises(WeightsError, match=rf"{other}: not the published model\.bin: SHA-256 {sha256(other)} .* "
                                            rf"expected {spec.sha256}") as exc:
