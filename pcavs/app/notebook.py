@@ -52,7 +52,7 @@ SUFFIXES = {
     "audio/x-wav": ".wav", "audio/wave": ".wav", "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp",
     "video/webm": ".webm", "video/mp4": ".mp4",
 }
-INLINE_LIMIT = 1_500_000  # bytes: a video up to this size is embedded (as base64: at most 2 MB of HTML); a larger one plays from disk
+INLINE_LIMIT = 1_400_000  # bytes: a video up to this size is embedded (as base64, 4/3 of it: under 2 MB of HTML); a larger one plays from disk
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^;,]*)*);base64,(?P<data>[A-Za-z0-9+/=]*)")
 
 # Browser side of the recordings, run by Colab's eval_js: each shows its own buttons in the cell's

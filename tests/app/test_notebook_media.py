@@ -507,6 +507,13 @@ def test_a_small_video_is_embedded_once_with_its_name_escaped(tmp_path, monkeypa
     assert link[2] == "talk%20%3Cb%3E%22%26.mp4"  # the file on disk, through the notebook server: no second copy
 
 
+def test_the_largest_embedded_video_stays_under_2_mb_of_html(tmp_path):
+    video = tmp_path / "edge.mp4"
+    video.write_bytes(DEMO_POSE.read_bytes().ljust(notebook.INLINE_LIMIT, b"\0"))  # an mp4 with padding after its end
+    page = player_html(video)
+    assert page.count("base64,") == 1 and len(page.encode()) < 2_000_000
+
+
 def test_a_large_video_plays_from_disk_in_jupyter(large_video, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = tmp_path / "my results"
