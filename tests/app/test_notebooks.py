@@ -70,7 +70,7 @@ def test_notebook_runs_and_shows_a_video(tmp_path, notebook, video):
         assert widgets, "the upload widgets are shown"
         assert outputs_text(cell_calling(nb, "media.files()")).splitlines()[:3] == [
             "face: demo_face.jpg (demo)", "audio: demo_speech.wav (demo)", "pose: demo_pose.mp4 (demo)"]
-        scored = cell_calling(nb, "SCORE_LIP_SYNC = True")
+        scored = cell_calling(nb, "evaluate_faces(")
         assert "LSE-D" in outputs_text(scored), outputs_text(scored)
         assert any("image/png" in o.get("data", {}) for o in scored.outputs), "the plot is shown"
 
@@ -115,6 +115,9 @@ def test_the_colab_notebook_is_thin_and_in_order():
              "show_video(", "download("]
     assert [next(i for i, cell in enumerate(code) if step in cell.source) for step in steps] == list(range(len(steps)))
     assert any(cell.get("id") == "score-lip-sync" for cell in nb.cells), "the spot for the lip-sync score cell"
+    run = next(cell.source for cell in code if "notebook.watch(" in cell.source)
+    assert "SCORE_LIP_SYNC = False  #@param" in run and "return_faces=SCORE_LIP_SYNC" in run, \
+        "the faces (226 MB for 60 s) are kept only when a score is asked for"
 
 
 def test_the_install_cell_takes_the_pypi_route(monkeypatch):
