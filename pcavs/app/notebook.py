@@ -1,5 +1,6 @@
 """Notebook helpers: the GPU check, the media a job uses (uploaded, recorded or the demo), option
-dropdowns built from `pcavs.Options`, a player that keeps the notebook small, and a download.
+dropdowns built from `pcavs.Options`, the video watched as it is made, a player that keeps the notebook small,
+and a download.
 
 Uploads: in Colab, `google.colab.files.upload()` (one picker per input; it copes with large files,
 which Colab's FileUpload widget does not); in Jupyter, one `ipywidgets.FileUpload` per input
@@ -381,6 +382,47 @@ class OptionsForm:
         chosen = {name: widget.value for name, widget in self.widgets.items()}
         Options(**chosen)
         return chosen
+
+
+def picture(image, caption: str, width: int = 480):
+    """One frame as a small JPEG with a line under it (IPython HTML: the same in Colab and Jupyter)."""
+    import cv2
+    from IPython.display import HTML
+
+    ok, jpeg = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+    data = base64.b64encode(jpeg.tobytes()).decode("ascii")
+    return HTML(f'<img width="{min(width, image.shape[1])}" src="data:image/jpeg;base64,{data}"><br>'
+                f'<small>{html.escape(caption)}</small>')
+
+
+def watch(stream, out: str | Path, every: float = 0.25) -> Path:
+    """Watch the video grow as it is made, and write it to `out`.
+
+    `stream` is a `Pipeline.stream(...)`. Its frames are shown as they come, in one picture updated in
+    place at most every `every` seconds (so the notebook keeps one small JPEG, not a copy per frame),
+    with how much of the video is made; the frames and their sound go into `out`, an mp4 that appears
+    whole when the last frame is made (see `FrameStream.record`). Returns `out`'s path.
+    """
+    import time
+
+    from IPython.display import HTML, display
+
+    shown = display(HTML("<small>making the first frame...</small>"), display_id=True)
+    start = last = time.perf_counter()
+    frame = None
+    with stream.record(None, out=out) as recording:
+        for frame in stream:
+            recording.add(frame)
+            now = time.perf_counter()
+            if now - last >= every:
+                total = f" of {stream.total / 25:.1f}" if stream.total else ""
+                shown.update(picture(frame.image, f"{(frame.index + 1) / 25:.1f}{total} s made in {now - start:.0f} s"))
+                last = now
+        recording.finish()
+    if frame is not None:
+        seconds = time.perf_counter() - start
+        shown.update(picture(frame.image, f"done: {frame.index + 1} frames ({(frame.index + 1) / 25:.1f} s) in {seconds:.0f} s"))
+    return Path(out)
 
 
 def show_video(path: str | Path, width: int = 480):
