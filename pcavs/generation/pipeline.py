@@ -112,6 +112,16 @@ class StageTimer:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class Splits:
+    """Each network's out-of-memory splitting for one job (see `ShrinkingBatches`)."""
+
+    G: ShrinkingBatches
+    V: ShrinkingBatches
+    E: ShrinkingBatches
+    A_sync: ShrinkingBatches
+
+
 @dataclass
 class Job:
     """One job's state: the avatar (codes of the face and the pose), the options, and how frames are finished."""
@@ -120,6 +130,7 @@ class Job:
     options: Options
     batch_size: int
     mouth_codes: torch.Tensor | None  # from a mouth video (experimental); None: from the audio
+    splits: Splits
     composer: Composer | EnhanceStage
     generator: torch.Generator | None  # noise="random": drawn frame by frame, in frame order
 
@@ -148,11 +159,6 @@ class Pipeline:
             module.to(dtype)
         self.compiled = compile
         self._restorer: tuple[Path, Restorer] | None = None  # GFPGAN, loaded by the first enhance= job
-        # out of device memory, each network's batches are split, and the size that fits is kept
-        self._generator_batches = ShrinkingBatches(device, "the generator", "frame")
-        self._identity_batches = ShrinkingBatches(device, "the identity encoder V", "photo")
-        self._pose_batches = ShrinkingBatches(device, "the pose encoder E", "frame")
-        self._audio_batches = ShrinkingBatches(device, "the audio encoder A_sync", "frame")
         if compile:  # up to a minute once, then ~1.1-1.2x faster on a CPU: for long jobs
             self.networks.G = torch.compile(self.networks.G)
 
@@ -207,7 +213,7 @@ class Pipeline:
         """
         job = job_options(**options)
         check_inputs(face, None, pose, None, job, need_audio=False)
-        return self._avatar(face, pose, job, limit=None)
+        return self._avatar(face, pose, job, None, self._splits())
 
     @torch.inference_mode()
     def run(self, face, audio, pose, out, options: Options) -> Result:
@@ -248,8 +254,9 @@ class Pipeline:
         CPU at batch_size=1; chunks use loudness="running", so compare with `run(..., loudness="running")`).
         `realtime=True`: when making frames is slower than the audio clock, frames are dropped rather than
         queued (the stream's `dropped` and `latency` tell); each frame given is still the offline frame
-        of its index. The options are `run`'s (see `pcavs.Options`; out, return_* and progress do not
-        apply): see `FrameStream.segments` for a video that plays while it is made.
+        of its index. The options are `run`'s (see `pcavs.Options`; return_faces keeps `stream.faces`,
+        and return_frames and progress do not apply): see `FrameStream.segments` for a video that plays
+        while it is made.
         Nothing runs until the first frame is asked for.
         """
         job = job_options(**options)
@@ -258,17 +265,17 @@ class Pipeline:
             raise InputError("enhance_smooth: smoothing needs every frame, and realtime=True drops frames; "
                              "use enhance_smooth=0 or realtime=False")
         check_audio(audio, job.loudness, sample_rate)
-        return FrameStream(functools.partial(self._streamed, face, audio, pose, job, sample_rate, realtime))
+        return FrameStream(functools.partial(self._streamed, face, audio, pose, job, sample_rate, realtime),
+                           keep_faces=job.return_faces)
 
     @torch.inference_mode()
     def _streamed(self, face, audio, pose, options: Options, sample_rate: int, realtime: bool, stream: FrameStream):
-        """The batches of a stream: (frame indices, output frames)."""
+        """The batches of a stream: (frame indices, output frames, generated faces)."""
         sound = audio if audio is not None else options.mouth
         feed = AudioFeed(sound, options.loudness, sample_rate, realtime, keep=stream.keep_audio)
         stream.feed = feed
         job = self._job(face, pose, options, feed.ready() if feed.mel.finished else None, realtime)
-        for indices, frames, _ in self._frames(job, feed):
-            yield indices, frames
+        yield from self._frames(job, feed)
 
     @torch.inference_mode()
     def _frames(self, job: Job, feed: AudioFeed) -> Iterator[tuple[np.ndarray, list[np.ndarray], np.ndarray]]:
@@ -279,12 +286,13 @@ class Pipeline:
             first, stop = span
             self._skip(job, first - done)
             indices = np.arange(first, stop)
-            mouth = self._stage("A_sync", self._mouth_codes, feed.mel.mel, indices, job.mouth_codes)
+            mouth = self._stage("A_sync", self._mouth_codes, feed.mel.mel, indices, job.mouth_codes, job.splits)
             pose_index, pose_code = self._batch_pose(indices, job.avatar.pose_codes, job.avatar.reference_pose,
                                                      job.options.pose_loop)
             style = torch.cat([job.avatar.pooled.expand(len(indices), -1), mouth, pose_code], dim=1)
             noise = self._noise(len(indices), job)
-            faces = self._stage("G", self._generate, job.avatar.spatial, *self._padded(style, noise, job.batch_size))
+            faces = self._stage("G", self._generate, job.avatar.spatial, *self._padded(style, noise, job.batch_size),
+                                job.splits)
             faces = faces[: len(indices)]
             frames = self._stage("enhance" if job.options.enhance else "compose", job.compose, faces, pose_index)
             yield indices, frames, faces
@@ -293,15 +301,16 @@ class Pipeline:
     def _job(self, face, pose, options: Options, limit: int | None, realtime: bool) -> Job:
         """Everything a job needs before its first frame; `limit`: how many frames it will have (None: unknown)."""
         restorer = self._stage("load restorer", self._load_restorer, options) if options.enhance else None
+        splits = self._splits()
         if not isinstance(face, Avatar):
-            avatar = self._avatar(face, pose, options, limit)
+            avatar = self._avatar(face, pose, options, limit, splits)
         else:
             avatar = face
             if avatar.spatial.device != self.device or avatar.spatial.dtype != self.dtype:
                 raise InputError(f"face: the avatar was prepared on {avatar.spatial.device} in {avatar.spatial.dtype}; "
                                  f"prepare it with this pipeline ({self.device}, {self.dtype})")
             if pose is not None:
-                codes, crops = self._stage("pose", self._pose_codes, pose, options, limit)
+                codes, crops = self._stage("pose", self._pose_codes, pose, options, limit, splits)
                 avatar = replace(avatar, pose_codes=codes, pose_crops=crops)
             elif options.mode == "grid" and avatar.pose_codes is not None and avatar.pose_crops is None:
                 raise InputError("mode: 'grid' shows the pose frames, which this avatar did not keep; "
@@ -312,16 +321,27 @@ class Pipeline:
             avatar=avatar,
             options=options,
             batch_size=batch_size,
-            mouth_codes=self._stage("mouth video", self._video_mouth_codes, options, limit, batch_size),
+            mouth_codes=self._stage("mouth video", self._video_mouth_codes, options, limit, splits),
+            splits=splits,
             composer=enhancer or Composer(options.mode, avatar.identities[0]),
             generator=torch.Generator().manual_seed(options.seed) if options.seed is not None else None,
         )
 
-    def _avatar(self, face, pose, options: Options, limit: int | None) -> Avatar:
+    def _splits(self) -> Splits:
+        """One ShrinkingBatches per network, kept for one job: out of device memory a network's batch is split,
+        and the size that fit is used until the job ends."""
+        return Splits(
+            G=ShrinkingBatches(self.device, "the generator", "frame"),
+            V=ShrinkingBatches(self.device, "the identity encoder V", "photo"),
+            E=ShrinkingBatches(self.device, "the pose encoder E", "frame"),
+            A_sync=ShrinkingBatches(self.device, "the audio encoder A_sync", "frame"),
+        )
+
+    def _avatar(self, face, pose, options: Options, limit: int | None, splits: Splits) -> Avatar:
         identities = self._stage("detect+align photo", load_identities, face, options.aligned, options.detector,
                                  options.face_index)
-        spatial, pooled, reference_pose = self._stage("identity", self._identity, identities)
-        pose_codes, pose_crops = self._stage("pose", self._pose_codes, pose, options, limit)
+        spatial, pooled, reference_pose = self._stage("identity", self._identity, identities, splits)
+        pose_codes, pose_crops = self._stage("pose", self._pose_codes, pose, options, limit, splits)
         return Avatar(identities, spatial, pooled, reference_pose, pose_codes, pose_crops, options)
 
     def _load_restorer(self, options: Options) -> Restorer:
@@ -333,7 +353,8 @@ class Pipeline:
             self._restorer = (path, Restorer(load_gfpgan(path), self.device, self.dtype))
         return self._restorer[1]
 
-    def _mouth_codes(self, mel: np.ndarray, indices: np.ndarray, video_codes: torch.Tensor | None) -> torch.Tensor:
+    def _mouth_codes(self, mel: np.ndarray, indices: np.ndarray, video_codes: torch.Tensor | None,
+                     splits: Splits) -> torch.Tensor:
         """Mouth codes of a batch of frames: A_sync on their mel windows, or the mouth video's codes."""
         if video_codes is not None:
             return video_codes[loop_index(indices, len(video_codes), "hold")]
@@ -342,7 +363,7 @@ class Pipeline:
         def encode(start: int, stop: int) -> torch.Tensor:
             return self.networks.E.mouth_code_from_audio(self.networks.A_sync(windows[start:stop]))
 
-        return torch.cat(self._audio_batches(encode, len(windows)))
+        return torch.cat(splits.A_sync(encode, len(windows)))
 
     @staticmethod
     def _batch_pose(indices: np.ndarray, codes: torch.Tensor | None, reference: torch.Tensor, loop: str):
@@ -374,54 +395,56 @@ class Pipeline:
         pad = lambda t: torch.cat([t, t[-1:].expand(missing, *t.shape[1:])])  # noqa: E731
         return pad(style), None if noise is None else [pad(n) for n in noise]
 
-    def _generate(self, spatial: torch.Tensor, style: torch.Tensor, noise: list[torch.Tensor] | None) -> np.ndarray:
+    def _generate(self, spatial: torch.Tensor, style: torch.Tensor, noise: list[torch.Tensor] | None,
+                  splits: Splits) -> np.ndarray:
         """G on a batch; out of device memory, the batch is split (see ShrinkingBatches)."""
 
         def run(start: int, stop: int) -> np.ndarray:
             maps = None if noise is None else [n[start:stop] for n in noise]
             return to_uint8(self.networks.G(spatial, style[start:stop], maps))
 
-        return np.concatenate(self._generator_batches(run, len(style)))
+        return np.concatenate(splits.G(run, len(style)))
 
     def _encode(self, crops: np.ndarray) -> torch.Tensor:
         return to_model_input(crops, self.device, self.dtype)
 
-    def _identity(self, identities: list[Identity]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _identity(self, identities: list[Identity], splits: Splits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """V and E on the reference photos, averaged: spatial map, pooled identity, and their head pose code."""
         images = self._encode(np.stack([identity.face.crop for identity in identities]))
-        codes = self._identity_batches(lambda start, stop: self.networks.V(images[start:stop]), len(images))
+        codes = splits.V(lambda start, stop: self.networks.V(images[start:stop]), len(images))
         pooled, spatial = (torch.cat(parts) for parts in zip(*codes))
-        feature = torch.cat(self._pose_batches(lambda start, stop: self.networks.E(images[start:stop]), len(images)))
+        feature = torch.cat(splits.E(lambda start, stop: self.networks.E(images[start:stop]), len(images)))
         reference_pose = self.networks.E.headpose_code(feature.mean(0, keepdim=True))
         return spatial.mean(0, keepdim=True), pooled.mean(0, keepdim=True), reference_pose
 
-    def _features(self, crops: np.ndarray, code: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    def _features(self, crops: np.ndarray, code: Callable[[torch.Tensor], torch.Tensor], splits: Splits) -> torch.Tensor:
         """`code(E(crops))` for a batch of aligned crops, split when the device runs out of memory."""
         images = self._encode(crops)
-        return torch.cat(self._pose_batches(lambda start, stop: code(self.networks.E(images[start:stop])), len(images)))
+        return torch.cat(splits.E(lambda start, stop: code(self.networks.E(images[start:stop])), len(images)))
 
-    def _pose_codes(self, pose, options: Options, limit: int | None) -> tuple[torch.Tensor | None, np.ndarray | None]:
-        """Head-pose codes, once per distinct pose frame (only the first `limit` frames can be shown);
-        the aligned pose crops too, for the grid."""
+    def _pose_codes(self, pose, options: Options, limit: int | None,
+                    splits: Splits) -> tuple[torch.Tensor | None, np.ndarray | None]:
+        """Head-pose codes, once per distinct pose frame (only the first `limit` frames can be shown), in batches
+        of one size whatever the job's batch_size (so an avatar's codes are a photo's); the crops too, for the grid."""
         if pose is None:
             return None, None
         codes, kept = [], []
-        size = options.batch_size or self.default_batch_size()
-        for batch in batched(aligned_frames(pose, options.aligned, options.detector, limit), size):
+        for batch in batched(aligned_frames(pose, options.aligned, options.detector, limit), self.default_batch_size()):
             crops = np.stack(batch)
-            codes.append(self._features(crops, self.networks.E.headpose_code))
+            codes.append(self._features(crops, self.networks.E.headpose_code, splits))
             if options.mode == "grid":
                 kept.append(crops)
         if not codes:
             raise InputError(f"pose: {describe(pose)}: holds no frames; give a video, a folder of frames or an image")
         return torch.cat(codes), (np.concatenate(kept) if kept else None)
 
-    def _video_mouth_codes(self, options: Options, limit: int | None, batch_size: int) -> torch.Tensor | None:
+    def _video_mouth_codes(self, options: Options, limit: int | None, splits: Splits) -> torch.Tensor | None:
         """Mouth codes from a video's frames (experimental: the model was trained mainly on audio)."""
         if options.mouth is None:
             return None
-        codes = [self._features(np.stack(batch), self.networks.E.mouth_code_from_video)
-                 for batch in batched(aligned_frames(options.mouth, options.aligned, options.detector, limit), batch_size)]
+        codes = [self._features(np.stack(batch), self.networks.E.mouth_code_from_video, splits)
+                 for batch in batched(aligned_frames(options.mouth, options.aligned, options.detector, limit),
+                                      self.default_batch_size())]
         if not codes:
             raise InputError(f"mouth: {describe(options.mouth)}: holds no frames")
         return torch.cat(codes)

@@ -194,7 +194,8 @@ class AudioFeed:
 class FrameStream:
     """The frames of `Pipeline.stream`, each as soon as the audio it needs is in: iterate for `Frame`s.
 
-    Nothing runs until the first frame is asked for. `dropped` counts the frames real-time mode left
+    Nothing runs until the first frame is asked for. `total` is the number of frames the job will
+    have, once known (a file: when the first frame comes; chunks: when they end). `dropped` counts the frames real-time mode left
     out so far; `latency` is, for the last frame given, the seconds from the end of its own audio being
     spoken to the frame coming out (the lookahead included; negative when the source runs ahead of real
     time). `close()`, or dropping the stream, stops the work and leaves no file or thread behind.
@@ -202,8 +203,10 @@ class FrameStream:
 
     lookahead = LOOKAHEAD
 
-    def __init__(self, batches: Callable[["FrameStream"], Iterator[tuple[np.ndarray, list[np.ndarray]]]]):
+    def __init__(self, batches: Callable[["FrameStream"], Iterator[tuple[np.ndarray, list[np.ndarray], np.ndarray]]],
+                 keep_faces: bool = False):
         self.feed: AudioFeed | None = None  # the job's audio, set when the job starts
+        self._faces: list[np.ndarray] | None = [] if keep_faces else None
         self.keep_audio = False  # whether the feed keeps the 16 kHz samples for `segments`
         self.dropped = 0
         self.latency = 0.0
@@ -217,17 +220,30 @@ class FrameStream:
     def __next__(self) -> Frame:
         return next(self._frames)
 
+    @property
+    def total(self) -> int | None:
+        return self.feed.ready() if self.feed is not None and self.feed.mel.finished else None
+
+    @property
+    def faces(self) -> np.ndarray:
+        """return_faces=True: the generated 224x224 faces of the frames given so far, (N, 224, 224, 3) uint8 RGB."""
+        if self._faces is None:
+            raise InputError("faces: ask the stream for them with return_faces=True")
+        return np.stack(self._faces) if self._faces else np.zeros((0, 224, 224, 3), np.uint8)
+
     def close(self) -> None:
         """Stop here: the work ends, and the segment being written (and the unfinished mp4) are removed."""
         self._frames.close()
 
     def _run(self) -> Iterator[Frame]:
         expected = 0
-        for indices, images in self._batches(self):
+        for indices, images, faces in self._batches(self):
             self.dropped += int(indices[0]) - expected
-            for index, image in zip(indices.tolist(), images):
+            for index, image, face in zip(indices.tolist(), images, faces):
                 self.latency = clock() - self.feed.heard(index)
                 self.frames += 1
+                if self._faces is not None:
+                    self._faces.append(face)
                 yield Frame(index, index / FPS, image)
             expected = int(indices[-1]) + 1
 
@@ -236,22 +252,53 @@ class FrameStream:
         """Play while it is made: the stream's frames and their sound (16 kHz mono) as segments of about
         `seconds` (H.264 + AAC, `.ts` or `.mp4` files in `folder`), each path given once its segment is
         complete; `out`, when given, gets the whole video as one mp4 from the same encode, atomically,
-        when the stream ends. A frame that real-time mode dropped is shown as the frame before it, so the
-        sound stays in sync. Closing the iterator early removes the unfinished segment and mp4.
+        when the stream ends. Closing the iterator early removes the unfinished segment and mp4.
         """
+        with self.record(folder, out, seconds, suffix) as recording:
+            for frame in self:
+                yield from recording.add(frame)
+            yield from recording.finish()
+
+    def record(self, folder: str | os.PathLike | None, out: str | os.PathLike | None = None, seconds: float = 1.0,
+               suffix: str = ".ts") -> "Recording":
+        """A `Recording` of this stream, for a loop that also does something with each frame (see `segments`);
+        folder=None writes only `out`."""
+        if self.frames or self.feed is not None:
+            raise InputError("record: call it before taking frames from the stream")
+        self.keep_audio = True
+        return Recording(self, folder, out, seconds, suffix)
+
+
+class Recording:
+    """A stream's frames and sound into segments and an mp4 (see `FrameStream.segments`): use as a context
+    manager, `add` each frame the stream gives, then `finish`; each gives the segments it completed.
+
+    A frame that real-time mode dropped is shown as the frame before it, so the sound stays in sync.
+    """
+
+    def __init__(self, stream: FrameStream, folder, out, seconds: float, suffix: str):
         from ..media.segments import SegmentWriter
 
-        if self.frames or self.feed is not None:
-            raise InputError("segments: call it before taking frames from the stream")
-        self.keep_audio = True
-        last = None
-        with SegmentWriter(folder, out=out, seconds=seconds, suffix=suffix) as writer:
-            for frame in self:
-                while writer.frames < frame.index:  # dropped frames: the last one shown again
-                    yield from writer.write(frame.image if last is None else last, self._sound(writer.frames))
-                last = frame.image
-                yield from writer.write(frame.image, self._sound(frame.index))
-            yield from writer.finish(self.feed.take(self.feed.samples))
+        self.stream = stream
+        self.writer = SegmentWriter(folder, out=out, seconds=seconds, suffix=suffix)
+        self._last: np.ndarray | None = None
+
+    def __enter__(self) -> "Recording":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.writer.__exit__(*exc)
+
+    def add(self, frame: Frame) -> list[Path]:
+        done = []
+        while self.writer.frames < frame.index:  # dropped frames: the last one shown again
+            done += self.writer.write(frame.image if self._last is None else self._last, self._sound(self.writer.frames))
+        self._last = frame.image
+        return done + self.writer.write(frame.image, self._sound(frame.index))
+
+    def finish(self) -> list[Path]:
+        """The rest of the sound, the last segment, and `out` committed."""
+        return self.writer.finish(self.stream.feed.take(self.stream.feed.samples))
 
     def _sound(self, index: int) -> np.ndarray:
-        return self.feed.take((index + 1) * SAMPLES_PER_FRAME)
+        return self.stream.feed.take((index + 1) * SAMPLES_PER_FRAME)

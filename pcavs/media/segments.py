@@ -33,8 +33,8 @@ def import_av():
 
 class SegmentWriter:
     """Writes frames (H x W x 3 uint8 RGB, 25 fps) and their sound (float32 mono at `sample_rate`) as segments of
-    about `seconds` in `folder` (`segment00000.ts`, ... : one folder per video), and, when `out` is given, the
-    whole video as one mp4.
+    about `seconds` in `folder` (`segment00000.ts`, ... : one folder per video; None: no segments), and, when
+    `out` is given, the whole video as one mp4.
 
     Use as a context manager: `write(image, samples)` gives the path of each segment that the frame
     completes, `finish(samples)` the last ones, and `out` appears, whole, when `finish` returns. Every
@@ -42,17 +42,20 @@ class SegmentWriter:
     iterating) removes the unfinished segment and the unfinished mp4, and keeps the segments given.
     """
 
-    def __init__(self, folder: str | os.PathLike, out: str | os.PathLike | None = None, seconds: float = 1.0,
+    def __init__(self, folder: str | os.PathLike | None, out: str | os.PathLike | None = None, seconds: float = 1.0,
                  suffix: str = ".ts", sample_rate: int = 16000, fps: int = FPS):
         if suffix not in SUFFIXES:
             raise InputError(f"suffix: {suffix!r}: segments are {' or '.join(SUFFIXES)} files")
         if not seconds > 0:
             raise InputError(f"seconds: {seconds!r} must be a positive number of seconds")
+        if folder is None and out is None:
+            raise InputError("segments: give a folder for the segments, an out for the whole video, or both")
         self.av = import_av()
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if not folder_writable(self.folder):
-            raise InputError(f"{self.folder}: the segment folder is not writable; choose another")
+        self.folder = Path(folder) if folder is not None else None
+        if self.folder is not None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            if not folder_writable(self.folder):
+                raise InputError(f"{self.folder}: the segment folder is not writable; choose another")
         if out is not None and Path(out).suffix.lower() != ".mp4":
             raise InputError(f"out: {out}: the whole video is an .mp4 file")
         self.out = AtomicFile(out) if out is not None else None
@@ -100,7 +103,8 @@ class SegmentWriter:
         self._video, self._audio = video, audio
 
     def write(self, image: np.ndarray, samples: np.ndarray) -> list[Path]:
-        """Add one frame and the samples that play with it; the segments it completes (none or one)."""
+        """Add one frame and the samples that play with it; the segment it completes (none or one: a segment is
+        written when the next one's first frame comes, or at `finish`, so that the last one has frames too)."""
         av = self.av
         if self._container is None:
             if self.frames:
@@ -113,14 +117,15 @@ class SegmentWriter:
             format="yuv420p", dst_colorspace="ITU709", dst_color_range="MPEG", threads=1,
             interpolation=av.video.reformatter.Interpolation.BICUBIC | av.video.reformatter.Interpolation.ACCURATE_RND)
         frame.pts, frame.time_base = self.frames, Fraction(1, self.fps)
+        done = []
         if self.frames % self.per_segment == 0:
             frame.pict_type = av.video.frame.PictureType.I  # each segment starts with a keyframe
+            if self._packets:  # the last segment is complete: its sound so far, and the AAC encoder's delay after it
+                done.append(self._segment())
         self._mux(self._video.encode(frame))
         self._mux(self._sound(samples))
         self.frames += 1
-        if self.frames % self.per_segment == 0:
-            return [self._segment()]
-        return []
+        return done
 
     def finish(self, samples: np.ndarray | None = None) -> list[Path]:
         """The last samples (those after the last frame's); flush the encoders, write the last segment and
@@ -150,7 +155,8 @@ class SegmentWriter:
     def _mux(self, packets: list) -> None:
         for packet in packets:
             self._container.mux(packet)
-            self._packets.append(packet)
+            if self.folder is not None:
+                self._packets.append(packet)
 
     def _segment(self) -> Path:
         """The packets since the last segment, as the next segment file (streams copied from the whole

@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
-import torch.nn.functional as F
 
 import pcavs
 from pcavs.generation import stream as streaming
 from pcavs.media.audio import load_speech
 
 from support.faces import fitted
+from support.generators import remember, stand_in
 from support.kits import INPUTS
 from support.media import tone
 
@@ -34,28 +33,9 @@ CHUNKS = (1, 160, 640, 16000, "random")
 @pytest.fixture(scope="module")
 def remembered(pipeline):
     """The real generator, each distinct input computed once (see the module's docstring)."""
-    generator = type(pipeline.networks.G)
-    real = generator.forward
-    seen: dict[bytes, torch.Tensor] = {}
-
-    def forward(self, spatial, style, noise=None):
-        parts = [spatial, style, *(noise or [])]
-        key = b"".join(t.detach().cpu().numpy().tobytes() + str(tuple(t.shape)).encode() for t in parts)
-        key += b"fixed" if noise is None else b"random"
-        if key not in seen:
-            seen[key] = real(self, spatial, style, noise)
-        return seen[key].clone()
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(generator, "forward", forward)
-        yield seen
-
-
-def stand_in(self, spatial, style, noise=None):
-    """A cheap generator: every style value of the first 192 and the finest noise map show in the image."""
-    maps = self.noises.fixed() if noise is None else noise
-    coarse = F.interpolate(style[:, :192].reshape(-1, 3, 8, 8), size=224, mode="nearest")
-    return torch.tanh(coarse + spatial.mean() + 0.5 * maps[-1])
+        remember(patch, type(pipeline.networks.G))
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +104,18 @@ def test_frames_equal_run_whatever_the_chunks(pipeline, remembered, voice, photo
         assert np.abs(np.stack([f.image for f in frames]).astype(int) - batched).max() <= 1
 
 
+def test_enhance_works_in_the_stream(pipeline, remembered, voice, gfpgan_checkpoint, monkeypatch):
+    from pcavs.restore.gfpgan import GFPGAN
+
+    remember(monkeypatch, GFPGAN)  # GFPGAN too: seconds per face on a CPU
+    options = dict(aligned=True, mode="grid", enhance="gfpgan", enhance_checkpoint=gfpgan_checkpoint, batch_size=1,
+                   enhance_weight=0.7, noise="random", seed=2)
+    offline = pipeline(CROP, voice, out=None, return_frames=True, progress=False, loudness="running", **options).frames
+    samples = load_speech(voice)
+    frames = [f.image for f in pipeline.stream(CROP, chunks_of(samples, 999), **options)]
+    assert np.array_equal(np.stack(frames), offline) and offline.shape == (4, 24 + 512, 2 * 512, 3)
+
+
 @pytest.mark.parametrize("size", [1, 160, "random"])
 def test_the_lookahead_holds(pipeline, remembered, voice, size):
     assert pcavs.Pipeline.lookahead == pytest.approx(0.08)
@@ -139,10 +131,12 @@ def test_the_lookahead_holds(pipeline, remembered, voice, size):
     assert seen[-1] == len(samples)
 
 
-def test_an_avatar_gives_the_frames_of_its_photo(pipeline, remembered, voice):
+def test_an_avatar_gives_the_frames_of_its_photo(pipeline, remembered, tmp_path):
+    voice = tmp_path / "two frames.wav"
+    sf.write(voice, tone(0.07, 16000), 16000)
     offline = pipeline(CROP, voice, POSE, out=None, aligned=True, return_frames=True, progress=False, batch_size=1).frames
-    avatar = pipeline.prepare(CROP, POSE, aligned=True)
-    assert isinstance(avatar, pcavs.Avatar) and len(avatar.pose_codes) == 3
+    avatar = pipeline.prepare(CROP, POSE, aligned=True)  # every pose frame, whatever the voice's length
+    assert isinstance(avatar, pcavs.Avatar) and len(avatar.pose_codes) == 3 and len(offline) == 2
     again = pipeline(avatar, voice, out=None, return_frames=True, progress=False, batch_size=1).frames
     assert np.array_equal(again, offline)
     streamed = [f.image for f in pipeline.stream(avatar, voice, batch_size=1)]
