@@ -31,7 +31,6 @@ from typing import Any, Callable, Iterator, TypeVar
 from ..core.assets import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
 from ..core.errors import InputError, PcavsError, one_line
 from ..core.options import FRACTIONS, Options
-from .live import LiveSession
 from .workspace import Workspace
 
 HOST = "127.0.0.1"
@@ -326,6 +325,8 @@ class App:
         with page_errors():
             rate, samples = chunk
             if session is None or not session.running:
+                from .live import LiveSession
+
                 if not photo:
                     raise InputError("photo: choose the face to animate first")
                 session = LiveSession(self.jobs, lambda pipeline: self.avatars.get(photo, pipeline), rate)
