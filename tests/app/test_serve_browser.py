@@ -105,7 +105,7 @@ def test_upload_photo_and_voice_plays_while_made_then_downloads(page, tmp_path):
     print(f"\nupload, 1.2 s voice: plays after {playing:.1f} s, mp4 after {finished:.1f} s")
 
 
-def test_webcam_photo_and_microphone_voice_with_the_score(page, tmp_path, syncnet_file, monkeypatch):
+def test_webcam_photo_and_head_motion_microphone_voice_with_the_score(page, tmp_path, syncnet_file, monkeypatch):
     monkeypatch.setenv("PCAVS_SYNCNET", str(syncnet_file))
     page.click("#face button[aria-label='Capture from camera']")
     page.click("#face button:has-text('Click to Access Webcam')")
@@ -118,7 +118,12 @@ def test_webcam_photo_and_microphone_voice_with_the_score(page, tmp_path, syncne
     page.wait_for_timeout(1500)
     page.click("#voice button:has-text('Stop') >> visible=true")
     page.wait_for_selector("#voice button[aria-label='Play']")
-    page.click("#pose_choice label:has-text('none')")
+    page.click("#pose_choice label:has-text('webcam')")  # the head motion from the webcam too
+    page.click("#pose_video button:has-text('Click to Access Webcam')")
+    page.click("#pose_video button[aria-label='start recording']")
+    page.wait_for_timeout(1500)
+    page.click("#pose_video button:has-text('Stop')")
+    page.wait_for_function("() => { const v = document.querySelector('#pose_video video'); return !!v && v.duration > 0.5; }")
     page.click("#score input")
     page.click("button:has-text('Options')")  # crop mode: SyncNet scores the 224x224 faces as they are
     page.click("#option_mode input")
