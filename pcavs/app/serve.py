@@ -496,7 +496,7 @@ def _put_tools_on_path(folder: Path) -> None:
     """Gradio's streaming video runs `ffmpeg` and `ffprobe` from PATH: pcavs's own, unless both are there."""
     import shutil
 
-    if shutil.which("ffmpeg") and shutil.which("ffprobe"):
+    if (shutil.which("ffmpeg") and shutil.which("ffprobe")) or os.name != "posix":  # the tools are shell scripts
         return
     from ..media.ffprobe import tools_folder
 
