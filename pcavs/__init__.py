@@ -19,7 +19,7 @@ _NAMES = {
     "evaluate": "metrics.evaluate", "evaluate_faces": "metrics.evaluate", "EvalResult": "metrics.evaluate",
     "plot_scores": "metrics.evaluate", "download_syncnet": "metrics.syncnet", "Restorer": "restore.restorer",
     "PcavsError": "core.errors", "InputError": "core.errors", "WeightsError": "core.errors",
-    "NetworkError": "core.errors", "OutOfMemoryError": "core.errors",
+    "NetworkError": "core.errors", "OutOfMemoryError": "core.errors", "serve": "app.serve",
 }
 __all__ = [*_NAMES, "__version__"]
 

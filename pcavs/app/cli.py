@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import traceback
 import warnings
@@ -12,6 +13,7 @@ from pathlib import Path
 from ..core import options
 from ..core.errors import InputError, PcavsError, WeightsError
 from ..core.version import __version__
+from . import serve as web
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -26,6 +28,7 @@ EXAMPLES = """examples:
   pcavs download gfpgan                        # GFPGAN v1.4 for --enhance gfpgan (also fetched on first use)
   pcavs eval me.mp4 --plot sync.png             # lip-sync scores (needs `pcavs download syncnet` once)
   pcavs convert --out pcavs_fp16.safetensors --dtype float16
+  pcavs serve                                  # the web app on http://127.0.0.1:7860 (pip install "pcavs[serve]")
 """
 
 
@@ -96,6 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --from-file: install it even if it is not the published file (a warning says so)")
     download.add_argument("--check", action="store_true",
                           help="install nothing: check the installed weights (SHA-256, then a strict load)")
+
+    serve = commands.add_parser("serve", help="the web app: make videos in the browser, live from the microphone, /generate API")
+    serve.add_argument("--host", default=web.HOST, help=f"address to listen on (default: {web.HOST}, this machine only; "
+                                                           "0.0.0.0 is every interface)")
+    serve.add_argument("--port", type=int, default=web.PORT, help=f"port (default: {web.PORT})")
+    serve.add_argument("--share", action="store_true", help="also a public *.gradio.live link (needs the internet)")
+    serve.add_argument("--concurrency", type=int, default=1, help="jobs at a time per device (default: 1)")
+    serve.add_argument("--queue", type=int, default=web.QUEUE, help=f"jobs waiting at most (default: {web.QUEUE})")
+    serve.add_argument("--max-file-size", default=web.MAX_FILE_SIZE, help=f"largest upload, e.g. 20mb (default: {web.MAX_FILE_SIZE})")
+    serve.add_argument("--auth", action="append", metavar="USER:PASSWORD", help="require a login (repeat for several users)")
+    serve.add_argument("--checkpoints", help="weights folder or slim .safetensors (default: as for generate)")
+    serve.add_argument("--device", default="auto", help="auto (every GPU, else the CPU), cpu, cuda, cuda:1 or mps")
 
     convert = commands.add_parser("convert", help="write one slim .safetensors with only the tensors inference reads")
     convert.add_argument("--checkpoints", help="weights folder (default: as for generate)")
@@ -264,9 +279,22 @@ def run_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_serve(args: argparse.Namespace) -> int:
+    pairs = []
+    for item in args.auth or ():
+        user, colon, password = item.partition(":")
+        if not colon or not user or not password:
+            raise InputError(f"--auth {item!r}: give USER:PASSWORD")
+        pairs.append((user, password))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server the way Ctrl-C does: folders removed
+    web.serve(host=args.host, port=args.port, share=args.share, concurrency=args.concurrency, queue=args.queue,
+          max_file_size=args.max_file_size, auth=pairs, checkpoints=args.checkpoints, device=args.device)
+    return 0
+
+
 COMMANDS = {
     "generate": run_generate, "batch": run_batch, "demo": run_demo, "download": run_download, "convert": run_convert,
-    "eval": run_eval,
+    "eval": run_eval, "serve": run_serve,
 }
 
 

@@ -1,0 +1,82 @@
+"""Eight clients at once against one web app on loopback: every job finishes, each waiting client is told its
+place in the queue, the server's memory stays bounded, and no request folder outlives the server."""
+from __future__ import annotations
+
+import threading
+import time
+
+import psutil
+import pytest
+
+pytest.importorskip("gradio", reason='the web app needs Gradio: pip install "pcavs[serve]"')
+from gradio_client import Client, handle_file  # noqa: E402
+
+from pcavs.media.video import iter_frames  # noqa: E402
+from support.kits import INPUTS  # noqa: E402
+from support.web import launched, short_speech  # noqa: E402
+
+CLIENTS = 8
+IDENTITY = INPUTS / "identity" / "000000.png"
+MEMORY_BOUND = 512 << 20  # bytes 8 queued jobs may cost beyond the peak of one job alone (a job alone: ~1 GiB)
+
+
+class PeakMemory(threading.Thread):
+    """The highest resident memory of this process (the server runs in it) while it runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        process = psutil.Process()
+        while self.running:
+            self.peak = max(self.peak, process.memory_info().rss)
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.running = False
+        self.join()
+        return self.peak
+
+
+def test_eight_clients_at_once(synth_weights, tmp_path):
+    voice = short_speech(tmp_path, 0.12)  # 3 frames each
+    with launched(synth_weights, queue=CLIENTS) as served:
+        root = served.workspace.root
+        loaded = psutil.Process().memory_info().rss
+        memory = PeakMemory()
+        memory.start()
+        alone = Client(served.url, verbose=False).predict(face=handle_file(IDENTITY), audio=handle_file(voice),
+                                                          aligned=True, mode="crop", api_name="/generate")
+        assert sum(1 for _ in iter_frames(alone)) == 3
+        one_job = memory.stop()  # the networks and one job's working set
+        memory = PeakMemory()
+        memory.start()
+        start = time.perf_counter()
+        clients = [Client(served.url, verbose=False) for _ in range(CLIENTS)]
+        jobs = [c.submit(face=handle_file(IDENTITY), audio=handle_file(voice), aligned=True, mode="crop",
+                         api_name="/generate") for c in clients]
+        places: list[set[int]] = [set() for _ in jobs]
+        finished: dict[int, float] = {}
+        while len(finished) < len(jobs):
+            for k, job in enumerate(jobs):
+                status = job.status()
+                if status.code.name == "IN_QUEUE" and status.rank is not None:
+                    places[k].add(status.rank)
+                if job.done() and k not in finished:
+                    finished[k] = time.perf_counter() - start
+            time.sleep(0.05)
+        peak = memory.stop()
+        outputs = [job.result() for job in jobs]
+        assert all(sum(1 for _ in iter_frames(out)) == 3 for out in outputs)
+        folders = served.workspace.folders()
+        assert len(folders) == CLIENTS + 1 and all([p.name for p in f.iterdir()] == ["talking_face.mp4"] for f in folders)
+    seen = sorted(max(p) for p in places if p)
+    # one job runs at a time; the others were told their place (0 = next), the last of them 6 ahead
+    assert len(seen) >= CLIENTS - 2 and seen[-1] >= CLIENTS - 3, places
+    assert peak - one_job < MEMORY_BOUND, f"8 clients took {(peak - one_job) >> 20} MiB more than one"
+    assert not root.exists(), "request folders outlived the server"
+    print(f"\n{CLIENTS} clients: all done in {max(finished.values()):.1f} s (first {min(finished.values()):.1f} s); "
+          f"places seen {seen}; memory: {loaded >> 20} MiB loaded, peak {one_job >> 20} MiB with one job, "
+          f"{peak >> 20} MiB with {CLIENTS} clients")

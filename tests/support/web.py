@@ -1,0 +1,85 @@
+"""The web app launched inside a test, on loopback, and small inputs for it."""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+
+from support.kits import INPUTS
+
+# Debian's chromium (apt-get install chromium), or the binary $PCAVS_CHROMIUM names
+CHROMIUM = os.environ.get("PCAVS_CHROMIUM") or next(
+    (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
+# in the page: whether the streamed video plays; a counter of the frames Live shows (each a new <img> source)
+COUNT_FRAMES = """() => { window.framesBack = 0; let last = null;
+    new MutationObserver(() => { const img = document.querySelector('#live_face img');
+        if (img && img.src !== last) { last = img.src; window.framesBack++; } })
+    .observe(document.querySelector('#live_face'), {subtree: true, childList: true, attributes: true}); }"""
+PLAYING = "() => { const v = document.querySelector('#preview video'); return !!v && v.currentTime > 0 && !v.paused; }"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def launched(checkpoints: Path, **options) -> Iterator:
+    """`pcavs.serve(...)` on 127.0.0.1 and a free port, without blocking; closed (folders removed) afterwards."""
+    import pcavs
+
+    served = pcavs.serve(port=free_port(), checkpoints=checkpoints, device="cpu", block=False, **options)
+    try:
+        yield served
+    finally:
+        served.close()
+
+
+def short_speech(folder: Path, seconds: float, name: str = "voice.wav") -> Path:
+    """The first `seconds` of the kit's speech as a 16 kHz wav."""
+    data, rate = sf.read(INPUTS / "speech_short.wav", dtype="float32")
+    path = folder / name
+    sf.write(path, data[: round(seconds * rate)], rate)
+    return path
+
+
+def grey_photo(folder: Path) -> Path:
+    """A photo with no face in it."""
+    import cv2
+
+    path = folder / "wall.png"
+    cv2.imwrite(str(path), np.full((240, 320, 3), 128, np.uint8))
+    return path
+
+
+@contextlib.contextmanager
+def chromium(camera: Path, microphone: Path) -> Iterator:
+    """Headless chromium (Playwright) whose webcam plays `camera` (a y4m) and whose microphone plays `microphone` (a
+    wav), both looped, with the permission to use them granted."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={camera}", f"--use-file-for-fake-audio-capture={microphone}"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def fake_devices(folder: Path, face: Path, speech: Path) -> tuple[Path, Path]:
+    """A webcam file showing `face` (still, 640x480) and a microphone file playing `speech` (48 kHz)."""
+    from support.av import ffmpeg
+
+    camera, microphone = folder / "camera.y4m", folder / "microphone.wav"
+    ffmpeg("-loop", "1", "-i", str(face), "-t", "2", "-r", "10", "-vf", "scale=640:480,format=yuv420p", str(camera))
+    ffmpeg("-i", str(speech), "-ar", "48000", "-ac", "1", "-c:a", "pcm_s16le", str(microphone))
+    return camera, microphone
