@@ -13,6 +13,7 @@ from .core.version import __version__
 # public name -> the module that defines it
 _NAMES = {
     "generate": "generation.pipeline", "Pipeline": "generation.pipeline", "Result": "generation.pipeline",
+    "Frame": "generation.stream", "FrameStream": "generation.stream", "Avatar": "generation.avatar",
     "batch": "batches.run", "Options": "core.options",
     "download_weights": "models.download", "ensure_weights": "models.download",
     "evaluate": "metrics.evaluate", "evaluate_faces": "metrics.evaluate", "EvalResult": "metrics.evaluate",

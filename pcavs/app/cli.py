@@ -91,10 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     download = commands.add_parser("download", help="fetch and verify released weights into the user cache")
     download.add_argument("model", nargs="?", choices=tuple(DOWNLOADS), default="pcavs",
                           help="which weights (default: pcavs, the PC-AVS checkpoint)")
-    download.add_argument("--dest", help="where to install them (default: the user cache, $PCAVS_HOME or ~/.cache/pcavs)")
-    download.add_argument("--url", help="fetch from this HTTP(S) address instead of the official one")
+    download.add_argument("--dest", help="where to install them, or with --check where they are (default: the user cache, "
+                                         "$PCAVS_HOME or ~/.cache/pcavs; --check: where pcavs would load them from)")
+    download.add_argument("--url", help="fetch from this http(s) address instead of the official one")
     download.add_argument("--from-zip", help="pcavs: install from a demo.zip you downloaded by hand")
     download.add_argument("--from-file", help="gfpgan, syncnet: install a copy of the file you already have")
+    download.add_argument("--no-verify", action="store_true",
+                          help="with --from-file: install it even if it is not the published file (a warning says so)")
+    download.add_argument("--check", action="store_true",
+                          help="install nothing: check the installed weights (SHA-256, then a strict load)")
 
     convert = commands.add_parser("convert", help="write one slim .safetensors with only the tensors inference reads")
     convert.add_argument("--checkpoints", help="weights folder (default: as for generate)")
@@ -207,7 +212,7 @@ def download_gfpgan(args: argparse.Namespace) -> Path:
 
     if args.from_zip:
         raise InputError("--from-zip is for the PC-AVS demo.zip; for GFPGAN use --from-file GFPGANv1.4.pth")
-    return download_checkpoint(dest=args.dest, url=args.url, from_file=args.from_file)
+    return download_checkpoint(dest=args.dest, url=args.url, from_file=args.from_file, verify=not args.no_verify)
 
 
 def download_syncnet(args: argparse.Namespace) -> Path:
@@ -215,13 +220,40 @@ def download_syncnet(args: argparse.Namespace) -> Path:
 
     if args.from_zip:
         raise InputError("--from-zip is for PC-AVS's demo.zip; for SyncNet use --from-file syncnet_v2.model")
-    return install(dest=args.dest, url=args.url, from_file=args.from_file)
+    return install(dest=args.dest, url=args.url, from_file=args.from_file, verify=not args.no_verify)
+
+
+def check_pcavs(args: argparse.Namespace) -> str:
+    from ..models.download import check_weights
+
+    return check_weights(args.dest)
+
+
+def check_gfpgan(args: argparse.Namespace) -> str:
+    from ..restore.weights import check_installed
+
+    return check_installed(args.dest)
+
+
+def check_syncnet(args: argparse.Namespace) -> str:
+    from ..metrics.syncnet import check_installed
+
+    return check_installed(args.dest)
 
 
 DOWNLOADS = {"pcavs": download_pcavs, "gfpgan": download_gfpgan, "syncnet": download_syncnet}  # model name -> installer; each returns where the weights now are
+CHECKS = {"pcavs": check_pcavs, "gfpgan": check_gfpgan, "syncnet": check_syncnet}  # model name -> `--check`: one line on what was verified
 
 
 def run_download(args: argparse.Namespace) -> int:
+    if args.no_verify and not args.from_file:
+        raise InputError("--no-verify is only for --from-file (a file you have); a download is always checked "
+                         "against the published SHA-256")
+    if args.check:
+        if args.url or args.from_zip or args.from_file:
+            raise InputError("--check installs nothing: give it no --url, --from-zip or --from-file (--dest: where to look)")
+        print(f"ok: {CHECKS[args.model](args)}")
+        return 0
     print(f"weights ready in {DOWNLOADS[args.model](args)}")
     return 0
 

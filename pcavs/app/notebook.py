@@ -1,12 +1,17 @@
 """Notebook helpers: the GPU check, the media a job uses (uploaded, recorded or the demo), option
-dropdowns built from `pcavs.Options`, an inline player and a download.
+dropdowns built from `pcavs.Options`, the video watched as it is made, a player that keeps the notebook small,
+and a download.
 
 Uploads: in Colab, `google.colab.files.upload()` (one picker per input; it copes with large files,
 which Colab's FileUpload widget does not); in Jupyter, one `ipywidgets.FileUpload` per input
-(ipywidgets 7 and 8). Every upload or recording is written to a temporary file and read with the
-readers pcavs uses for any file (`read_image`, `load_speech`, the video decoder): an empty or
-unreadable one raises InputError naming it. The demo media stand in only for an input that the
-user leaves empty, and `MediaPicker.files()` prints which file each input uses.
+(ipywidgets 7 and 8). Every upload or recording is copied into one temporary folder (a new
+upload for an input replaces that input's copy; the folder is removed when Python exits) and
+read with the readers pcavs uses for any file (`read_image`, `load_speech`, the video decoder):
+an empty or unreadable one raises InputError naming it. The demo media stand in only for an
+input that the user leaves empty, and `MediaPicker.files()` prints which file each input uses.
+
+The player (`show_video`) puts a video into the notebook only up to `INLINE_LIMIT` bytes, once;
+a larger one plays from disk, so a saved notebook stays small whatever the video's length.
 
 Recording (microphone, webcam) needs Colab: its `output.eval_js` runs the browser side and hands
 what the browser recorded back to Python. Plain Jupyter has no such channel that works in both
@@ -18,9 +23,15 @@ from __future__ import annotations
 import base64
 import binascii
 import html
+import http.server
 import mimetypes
+import os
 import re
+import secrets
+import shutil
 import tempfile
+import threading
+import urllib.parse
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -42,6 +53,7 @@ SUFFIXES = {
     "audio/x-wav": ".wav", "audio/wave": ".wav", "image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp",
     "video/webm": ".webm", "video/mp4": ".mp4",
 }
+INLINE_LIMIT = 1_400_000  # bytes: a video up to this size is embedded (as base64, 4/3 of it: under 2 MB of HTML); a larger one plays from disk
 _DATA_URL = re.compile(r"data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(?:;[^;,]*)*);base64,(?P<data>[A-Za-z0-9+/=]*)")
 
 # Browser side of the recordings, run by Colab's eval_js: each shows its own buttons in the cell's
@@ -153,15 +165,30 @@ def demo(role: str) -> Medium:
     return Medium(role, DEMO[role], DEMO[role].name, "demo")
 
 
+_uploads: tempfile.TemporaryDirectory | None = None
+
+
+def upload_folder() -> Path:
+    """The one folder that holds the copies of uploads and recordings; removed when Python exits."""
+    global _uploads
+    if _uploads is None or not Path(_uploads.name).is_dir():
+        _uploads = tempfile.TemporaryDirectory(prefix="pcavs-uploads-")
+    return Path(_uploads.name)
+
+
 def keep(role: str, name: str, data: bytes, origin: str = "uploaded") -> Medium:
-    """Bytes the browser sent, written to a temporary file named `name` and checked with pcavs's readers."""
+    """Bytes the browser sent, written as `name` into the upload folder (replacing this role's earlier copy) and
+    checked with pcavs's readers."""
     shown = Path(str(name).replace("\\", "/")).name
     if shown in ("", ".", ".."):
         shown = role
     again = "record it" if origin == "recorded" else "upload it"
     if not data:
         raise InputError(f"{shown}: the {origin} {WHAT[role]} is empty (0 bytes); {again} again")
-    path = Path(tempfile.mkdtemp(prefix="pcavs-media-")) / shown
+    folder = upload_folder() / role
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    path = folder / shown
     path.write_bytes(data)
     check_file(role, path, shown)
     return Medium(role, path, shown, origin)
@@ -357,16 +384,157 @@ class OptionsForm:
         return chosen
 
 
-def show_video(path: str | Path, width: int = 480):
-    """An HTML5 player for an mp4 with a download link (works in Colab and Jupyter)."""
+def picture(image, caption: str, width: int = 480):
+    """One frame as a small JPEG with a line under it (IPython HTML: the same in Colab and Jupyter)."""
+    import cv2
     from IPython.display import HTML
 
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    name = Path(path).name
-    return HTML(
-        f'<video width="{width}" controls src="data:video/mp4;base64,{data}"></video>'
-        f'<br><a download="{name}" href="data:video/mp4;base64,{data}">Download {name}</a>'
-    )
+    ok, jpeg = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 85])
+    data = base64.b64encode(jpeg.tobytes()).decode("ascii")
+    return HTML(f'<img width="{min(width, image.shape[1])}" src="data:image/jpeg;base64,{data}"><br>'
+                f'<small>{html.escape(caption)}</small>')
+
+
+def watch(stream, out: str | Path, every: float = 0.25) -> Path:
+    """Watch the video grow as it is made, and write it to `out`.
+
+    `stream` is a `Pipeline.stream(...)`. Its frames are shown as they come, in one picture updated in
+    place at most every `every` seconds (so the notebook keeps one small JPEG, not a copy per frame),
+    with how much of the video is made; the frames and their sound go into `out`, an mp4 that appears
+    whole when the last frame is made (see `FrameStream.record`). Returns `out`'s path.
+    """
+    import time
+
+    from IPython.display import HTML, display
+
+    shown = display(HTML("<small>making the first frame...</small>"), display_id=True)
+    start = last = time.perf_counter()
+    frame = None
+    with stream.record(None, out=out) as recording:
+        for frame in stream:
+            recording.add(frame)
+            now = time.perf_counter()
+            if now - last >= every:
+                total = f" of {stream.total / 25:.1f}" if stream.total else ""
+                shown.update(picture(frame.image, f"{(frame.index + 1) / 25:.1f}{total} s made in {now - start:.0f} s"))
+                last = now
+        recording.finish()
+    if frame is not None:
+        seconds = time.perf_counter() - start
+        shown.update(picture(frame.image, f"done: {frame.index + 1} frames ({(frame.index + 1) / 25:.1f} s) in {seconds:.0f} s"))
+    return Path(out)
+
+
+def show_video(path: str | Path, width: int = 480):
+    """An HTML5 player for an mp4 (Colab and Jupyter) whose HTML stays under 2 MB, whatever the video's size.
+
+    A video up to INLINE_LIMIT bytes is embedded, once. A larger one plays from disk: in Colab
+    through Colab's own route (a port of this machine that Colab proxies to the browser), in
+    Jupyter through the notebook server's files (relative to the working folder). In Jupyter a
+    download link points at the file on disk; in Colab, `download()` saves it.
+    """
+    from IPython.display import HTML
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"{path}: cannot show it ({exc.strerror}); check the path") from None
+    name = html.escape(path.name)
+    colab = in_colab()
+    local = None if colab else _notebook_url(path)
+    if size <= INLINE_LIMIT:
+        source = "data:video/mp4;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    elif colab:
+        source = _colab_url(path)
+    elif local is not None:
+        source = local
+    else:
+        return HTML(f"<p>{name} ({size / 1e6:.1f} MB) is too large to embed and lies outside this notebook's folder: "
+                    f"{html.escape(str(path.resolve()))}</p>")
+    link = f'<br><a download="{name}" href="{html.escape(local)}">Download {name}</a>' if local is not None else ""
+    return HTML(f'<video width="{int(width)}" controls src="{html.escape(source)}"></video>{link}')
+
+
+def _notebook_url(path: Path) -> str | None:
+    """`path` as a URL relative to the notebook (its kernel's working folder), or None when it lies outside."""
+    relative = os.path.relpath(path.resolve(), Path.cwd().resolve())
+    if relative.startswith(".."):
+        return None
+    return urllib.parse.quote(Path(relative).as_posix())
+
+
+class _Files(http.server.ThreadingHTTPServer):
+    """Serves the files `show_video` registered, each under a random name, on 127.0.0.1 (with byte ranges, so
+    the browser's player can seek)."""
+
+    daemon_threads = True
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), _FileHandler)
+        self.files: dict[str, Path] = {}
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def add(self, path: Path) -> str:
+        token = secrets.token_urlsafe(16)
+        self.files[token] = path.resolve()
+        return f"{token}/{urllib.parse.quote(path.name)}"
+
+
+class _FileHandler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        token = self.path.lstrip("/").split("/", 1)[0]
+        path = self.server.files.get(token)
+        try:
+            size = path.stat().st_size if path is not None else None
+        except OSError:
+            size = None
+        if size is None:
+            self.send_error(404)
+            return
+        start, stop = 0, size
+        wanted = re.fullmatch(r"bytes=(\d*)-(\d*)", self.headers.get("Range", "").strip())
+        if wanted and (wanted[1] or wanted[2]):
+            if wanted[1]:  # bytes=first-[last]
+                start = int(wanted[1])
+                stop = min(size, int(wanted[2]) + 1) if wanted[2] else size
+            else:  # bytes=-count: the last count bytes
+                start = max(0, size - int(wanted[2]))
+            if start >= stop:
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{size}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(stop - start))
+        self.end_headers()
+        with open(path, "rb") as source:
+            source.seek(start)
+            left = stop - start
+            while left > 0 and (block := source.read(min(left, 1 << 20))):
+                self.wfile.write(block)
+                left -= len(block)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+_files: _Files | None = None
+
+
+def _colab_url(path: Path) -> str:
+    """A URL where the browser gets `path` in Colab: a small file server in this kernel, reached through the
+    address Colab proxies to its port (`google.colab.kernel.proxyPort`)."""
+    global _files
+    from google.colab import output
+
+    if _files is None:
+        _files = _Files()
+    base = output.eval_js(f"google.colab.kernel.proxyPort({_files.server_address[1]}, {{'cache': false}})")
+    return f"{str(base).rstrip('/')}/{_files.add(path)}"
 
 
 def download(path: str | Path) -> None:

@@ -19,6 +19,7 @@ NOISE_MODES = ("fixed", "random")
 POSE_LOOPS = ("pingpong", "loop", "hold")
 DETECTORS = ("litert", "mediapipe", "face_alignment")
 ENHANCERS = ("gfpgan",)
+LOUDNESS = ("whole", "running")
 FRACTIONS = ("enhance_weight", "enhance_smooth")  # numbers from 0 to 1
 DTYPE_NAMES = ("float32", "float16", "bfloat16")
 MODEL_OPTIONS = ("checkpoints", "device", "dtype", "compile")  # how the networks are loaded: see Pipeline.from_pretrained
@@ -43,6 +44,10 @@ class Options:
     face_index: int | None = _option(None, "which face to use when a photo shows several (0 = the largest)")
     detector: str = _option("litert", "face landmark backend", DETECTORS)
     batch_size: int | None = _option(None, "frames per generator batch (default: 4 on a CPU, 32 on a GPU)")
+    loudness: str | None = _option(None, "how the voice's level is set before the mel spectrogram: 'whole' scales the "
+                                         "whole clip to RMS 0.1 (as the reference; the default for a file), 'running' "
+                                         "scales each 10 ms by the RMS of the audio up to it, at most 10x (what a live "
+                                         "stream can do; the default for chunks)", LOUDNESS)
     enhance: str | None = _option(None, "restore every face with GFPGAN v1.4 (512x512 detail, pasted back at the "
                                         "photo's resolution; its weights are downloaded on first use)", ENHANCERS)
     enhance_weight: float = _option(1.0, "0...1: how much of the restored face to show, blended with the unrestored one")

@@ -72,6 +72,12 @@ class EnhanceStage:
             return list(shown)
         return [labelled([b, s], GRID_LABELS) for b, s in zip(before, shown)]
 
+    def skip(self, count: int) -> None:
+        """Faces that will not be restored (real-time mode dropped them): their random noise is drawn all the same."""
+        if self.noise == "random":
+            for _ in range(count):
+                self.restorer.net.random_noise(1, self.generator)
+
     def _blend(self, before: np.ndarray, after: np.ndarray) -> np.ndarray:
         if self.weight == 1:
             return after

@@ -4,9 +4,10 @@
 """
 from __future__ import annotations
 
+import functools
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -20,13 +21,15 @@ from ..core.options import Options, job_options
 from ..faces.align import loader_view
 from ..faces.sources import Identity, Media, aligned_frames, as_list, describe, load_identities
 from ..media.video import FPS, VideoWriter
-from ..models.mel import frame_windows, speech_features
+from ..models.mel import frame_windows
 from ..models.pixels import to_tensor, to_uint8
 from ..models.weights import Networks, find_checkpoints, load_networks
 from ..restore.restorer import Restorer
 from ..restore.weights import ensure_checkpoint, load_gfpgan
+from .avatar import Avatar
 from .compose import Composer
 from .enhance import EnhanceStage
+from .stream import LOOKAHEAD, AudioFeed, FrameStream, check_audio
 
 T = TypeVar("T")
 
@@ -68,15 +71,15 @@ def batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def check_inputs(face, audio, pose, out, options: Options) -> None:
+def check_inputs(face, audio, pose, out, options: Options, need_audio: bool = True) -> None:
     """Validate the media and the output before any model work; errors name the argument and the fix."""
-    faces = as_list(face) if face is not None else []
-    if not faces:
-        raise InputError("face: give a photo path, an RGB array, or a list of them")
+    faces = [] if face is None else [] if isinstance(face, Avatar) else as_list(face)
+    if not faces and not isinstance(face, Avatar):
+        raise InputError("face: give a photo path, an RGB array, a list of them, or an avatar (Pipeline.prepare)")
     for item in faces:
         if not isinstance(item, np.ndarray) and not Path(item).is_file():
             raise InputError(f"face: {item}: file not found")
-    if audio is None and options.mouth is None:
+    if need_audio and audio is None and options.mouth is None:
         raise InputError("audio: give a speech file (wav, mp3, m4a, ...) or a video with sound")
     for name, value in (("audio", audio), ("pose", pose), ("mouth", options.mouth)):
         if isinstance(value, (str, os.PathLike)) and not Path(value).exists():
@@ -109,8 +112,41 @@ class StageTimer:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class Splits:
+    """Each network's out-of-memory splitting for one job (see `ShrinkingBatches`)."""
+
+    G: ShrinkingBatches
+    V: ShrinkingBatches
+    E: ShrinkingBatches
+    A_sync: ShrinkingBatches
+
+
+@dataclass
+class Job:
+    """One job's state: the avatar (codes of the face and the pose), the options, and how frames are finished."""
+
+    avatar: Avatar
+    options: Options
+    batch_size: int
+    mouth_codes: torch.Tensor | None  # from a mouth video (experimental); None: from the audio
+    splits: Splits
+    composer: Composer | EnhanceStage
+    generator: torch.Generator | None  # noise="random": drawn frame by frame, in frame order
+
+    def compose(self, faces: np.ndarray, pose_index: np.ndarray | None) -> list[np.ndarray]:
+        """The output frames of a batch of generated faces."""
+        if isinstance(self.composer, EnhanceStage):
+            return self.composer(faces)
+        crops = self.avatar.pose_crops
+        return [self.composer(face, None if pose_index is None or crops is None else crops[pose_index[k]])
+                for k, face in enumerate(faces)]
+
+
 class Pipeline:
-    """PC-AVS with its networks loaded once; call it for each job."""
+    """PC-AVS with its networks loaded once; call it for each job, or `stream` frames as the voice arrives."""
+
+    lookahead = LOOKAHEAD  # s of audio after a frame's own 40 ms that its mel window reads
 
     def __init__(self, networks: Networks, device: torch.device, dtype: torch.dtype = torch.float32, compile: bool = False):
         self.device = device
@@ -123,7 +159,6 @@ class Pipeline:
             module.to(dtype)
         self.compiled = compile
         self._restorer: tuple[Path, Restorer] | None = None  # GFPGAN, loaded by the first enhance= job
-        self._generator_batches = ShrinkingBatches(device, "the generator", "frame")
         if compile:  # up to a minute once, then ~1.1-1.2x faster on a CPU: for long jobs
             self.networks.G = torch.compile(self.networks.G)
 
@@ -142,8 +177,11 @@ class Pipeline:
         resolved = resolve_device(device)
         return cls(load_networks(checkpoints), resolved, resolve_dtype(dtype, resolved), compile)
 
-    def default_batch_size(self) -> int:
-        return 32 if self.device.type != "cpu" else 4  # CPU: small batches keep activations in cache
+    def default_batch_size(self, realtime: bool = False) -> int:
+        """32 on a GPU; on a CPU 4 (small batches keep activations in cache), 1 in real time (the least latency)."""
+        if self.device.type != "cpu":
+            return 32
+        return 1 if realtime else 4
 
     def profile(self) -> StageTimer:
         """Time every stage of the following jobs (cumulative seconds in the returned timer's `seconds`)."""
@@ -155,50 +193,156 @@ class Pipeline:
 
     def __call__(
         self,
-        face: Media | Sequence[Media],
+        face: Media | Sequence[Media] | Avatar,
         audio: str | os.PathLike | None = None,
         pose: Media | Sequence[Media] | None = None,
         out: str | os.PathLike | None = "result.mp4",
         **options,
     ) -> Result:
-        """Make the talking-face video. See `pcavs.generate` for the arguments and `pcavs.Options`."""
+        """Make the talking-face video. See `pcavs.generate` for the arguments and `pcavs.Options`;
+        `face` may also be an avatar from `prepare`."""
         return self.run(face, audio, pose, out, job_options(**options))
+
+    @torch.inference_mode()
+    def prepare(self, face: Media | Sequence[Media], pose: Media | Sequence[Media] | None = None, **options) -> Avatar:
+        """Detect and align the face, and encode its identity and every pose frame's head pose, once: the avatar
+        that `run`, `__call__` and `stream` take in place of `face`, so one face serves many voices.
+
+        Options that matter here: aligned, detector, face_index, and mode="grid" to keep the pose frames
+        that grid mode shows.
+        """
+        job = job_options(**options)
+        check_inputs(face, None, pose, None, job, need_audio=False)
+        return self._avatar(face, pose, job, None, self._splits())
 
     @torch.inference_mode()
     def run(self, face, audio, pose, out, options: Options) -> Result:
         """One job with validated `options`: media -> codes -> generator batches -> frames -> mp4."""
         check_inputs(face, audio, pose, out, options)
-        restorer = self._stage("load restorer", self._load_restorer, options) if options.enhance else None
+        if audio is not None and not isinstance(audio, (str, os.PathLike)):
+            raise InputError("audio: give a speech file; for chunks of audio as they arrive, use Pipeline.stream")
         sound = audio if audio is not None else options.mouth
-        batch_size = options.batch_size or self.default_batch_size()
-        identities = self._stage("detect+align photo", load_identities, face, options.aligned, options.detector,
-                                 options.face_index)
-        mel, count = self._stage("audio", speech_features, sound)
-        spatial, pooled, reference_pose = self._stage("identity", self._identity, identities)
-        pose_codes, pose_crops = self._stage("pose", self._pose_codes, pose, options, count, batch_size)
-        mouth_codes = self._stage("mouth video", self._video_mouth_codes, options, count, batch_size)
-        enhancer = EnhanceStage(restorer, identities[0], options) if restorer is not None else None
-        composer = enhancer or Composer(options.mode, identities[0])
-        output = Output(out, composer, sound, keep_faces=options.return_frames or options.return_faces or out is None,
+        feed = self._stage("audio", AudioFeed, sound, options.loudness)
+        count = feed.ready()
+        job = self._job(face, pose, options, count, realtime=False)
+        output = Output(out, job.composer.size(), sound, keep_faces=options.return_frames or options.return_faces or out is None,
                         keep_frames=options.return_frames)
-        generator = torch.Generator().manual_seed(options.seed) if options.seed is not None else None
 
         from tqdm.auto import tqdm
 
         with tqdm(total=count, unit="frame", disable=not options.progress, desc="pcavs") as bar, output:
-            for start in range(0, count, batch_size):
-                indices = np.arange(start, min(count, start + batch_size))
-                mouth = self._stage("A_sync", self._mouth_codes, mel, indices, mouth_codes)
-                pose_index, pose_code = self._batch_pose(indices, pose_codes, reference_pose, options.pose_loop)
-                style = torch.cat([pooled.expand(len(indices), -1), mouth, pose_code], dim=1)
-                noise = self._noise(len(indices), options.noise, generator)
-                faces = self._stage("G", self._generate, spatial, *self._padded(style, noise, batch_size))
-                pose_frames = [pose_crops[i] for i in pose_index] if pose_crops is not None else None
-                faces = faces[: len(indices)]
-                frames = self._stage("enhance", enhancer, faces) if enhancer is not None else None
-                self._stage("compose+encode", output.add, faces, pose_frames, frames)
+            for indices, frames, faces in self._frames(job, feed):
+                self._stage("encode", output.add, faces, frames)
                 bar.update(len(indices))
         return output.result(count)
+
+    def stream(
+        self,
+        face: Media | Sequence[Media] | Avatar,
+        audio: str | os.PathLike | Iterable[np.ndarray] | None,
+        pose: Media | Sequence[Media] | None = None,
+        *,
+        sample_rate: int = 16000,
+        realtime: bool = False,
+        **options,
+    ) -> FrameStream:
+        """Frames as the voice arrives: an iterator of `pcavs.Frame(index, time, image)`.
+
+        `audio` is a speech file, or an iterable of 1-D float32 mono PCM chunks at `sample_rate` (any
+        size; the stream ends when the iterable does). Frame f comes as soon as the audio up to
+        (f + 1) * 0.04 s + `Pipeline.lookahead` is in, and equals `run`'s frame f (bit-identical on the
+        CPU at batch_size=1; chunks use loudness="running", so compare with `run(..., loudness="running")`).
+        `realtime=True`: when making frames is slower than the audio clock, frames are dropped rather than
+        queued (the stream's `dropped` and `latency` tell); each frame given is still the offline frame
+        of its index. The options are `run`'s (see `pcavs.Options`; return_faces keeps `stream.faces`,
+        and return_frames and progress do not apply): see `FrameStream.segments` for a video that plays
+        while it is made.
+        Nothing runs until the first frame is asked for.
+        """
+        job = job_options(**options)
+        check_inputs(face, audio, pose, None, job)
+        if realtime and job.enhance and job.enhance_smooth > 0:
+            raise InputError("enhance_smooth: smoothing needs every frame, and realtime=True drops frames; "
+                             "use enhance_smooth=0 or realtime=False")
+        check_audio(audio, job.loudness, sample_rate)
+        return FrameStream(functools.partial(self._streamed, face, audio, pose, job, sample_rate, realtime),
+                           keep_faces=job.return_faces)
+
+    @torch.inference_mode()
+    def _streamed(self, face, audio, pose, options: Options, sample_rate: int, realtime: bool, stream: FrameStream):
+        """The batches of a stream: (frame indices, output frames, generated faces)."""
+        sound = audio if audio is not None else options.mouth
+        feed = AudioFeed(sound, options.loudness, sample_rate, realtime, keep=stream.keep_audio)
+        stream.feed = feed
+        job = self._job(face, pose, options, feed.ready() if feed.mel.finished else None, realtime)
+        yield from self._frames(job, feed)
+
+    @torch.inference_mode()
+    def _frames(self, job: Job, feed: AudioFeed) -> Iterator[tuple[np.ndarray, list[np.ndarray], np.ndarray]]:
+        """The frame loop of every job, `run`'s and `stream`'s: (frame indices, output frames, generated faces)
+        for each batch, as soon as the feed has the audio its frames need."""
+        done = 0
+        while (span := feed.next_frames(done, job.batch_size)) is not None:
+            first, stop = span
+            self._skip(job, first - done)
+            indices = np.arange(first, stop)
+            mouth = self._stage("A_sync", self._mouth_codes, feed.mel.mel, indices, job.mouth_codes, job.splits)
+            pose_index, pose_code = self._batch_pose(indices, job.avatar.pose_codes, job.avatar.reference_pose,
+                                                     job.options.pose_loop)
+            style = torch.cat([job.avatar.pooled.expand(len(indices), -1), mouth, pose_code], dim=1)
+            noise = self._noise(len(indices), job)
+            faces = self._stage("G", self._generate, job.avatar.spatial, *self._padded(style, noise, job.batch_size),
+                                job.splits)
+            faces = faces[: len(indices)]
+            frames = self._stage("enhance" if job.options.enhance else "compose", job.compose, faces, pose_index)
+            yield indices, frames, faces
+            done = stop
+
+    def _job(self, face, pose, options: Options, limit: int | None, realtime: bool) -> Job:
+        """Everything a job needs before its first frame; `limit`: how many frames it will have (None: unknown)."""
+        restorer = self._stage("load restorer", self._load_restorer, options) if options.enhance else None
+        splits = self._splits()
+        if not isinstance(face, Avatar):
+            avatar = self._avatar(face, pose, options, limit, splits)
+        else:
+            avatar = face
+            if avatar.spatial.device != self.device or avatar.spatial.dtype != self.dtype:
+                raise InputError(f"face: the avatar was prepared on {avatar.spatial.device} in {avatar.spatial.dtype}; "
+                                 f"prepare it with this pipeline ({self.device}, {self.dtype})")
+            if pose is not None:
+                codes, crops = self._stage("pose", self._pose_codes, pose, options, limit, splits)
+                avatar = replace(avatar, pose_codes=codes, pose_crops=crops)
+            elif options.mode == "grid" and avatar.pose_codes is not None and avatar.pose_crops is None:
+                raise InputError("mode: 'grid' shows the pose frames, which this avatar did not keep; "
+                                 "prepare it with mode='grid'")
+        batch_size = options.batch_size or self.default_batch_size(realtime)
+        enhancer = EnhanceStage(restorer, avatar.identities[0], options) if restorer is not None else None
+        return Job(
+            avatar=avatar,
+            options=options,
+            batch_size=batch_size,
+            mouth_codes=self._stage("mouth video", self._video_mouth_codes, options, limit, splits),
+            splits=splits,
+            composer=enhancer or Composer(options.mode, avatar.identities[0]),
+            generator=torch.Generator().manual_seed(options.seed) if options.seed is not None else None,
+        )
+
+    def _splits(self) -> Splits:
+        """One ShrinkingBatches per network, kept for one job: out of device memory a network's batch is split,
+        and the size that fit is used until the job ends."""
+        return Splits(
+            G=ShrinkingBatches(self.device, "the generator", "frame"),
+            V=ShrinkingBatches(self.device, "the identity encoder V", "photo"),
+            E=ShrinkingBatches(self.device, "the pose encoder E", "frame"),
+            A_sync=ShrinkingBatches(self.device, "the audio encoder A_sync", "frame"),
+        )
+
+    def _avatar(self, face, pose, options: Options, limit: int | None, splits: Splits) -> Avatar:
+        identities = self._stage("detect+align photo", load_identities, face, options.aligned, options.detector,
+                                 options.face_index)
+        spatial, pooled, reference_pose = self._stage("identity", self._identity, identities, splits)
+        pose_codes, pose_crops = self._stage("pose", self._pose_codes, pose, options, limit, splits)
+        return Avatar(identities, spatial, pooled, reference_pose, pose_codes, pose_crops, options)
 
     def _load_restorer(self, options: Options) -> Restorer:
         """GFPGAN from `enhance_checkpoint` (else $PCAVS_GFPGAN, else the user cache, downloaded there when
@@ -209,12 +353,17 @@ class Pipeline:
             self._restorer = (path, Restorer(load_gfpgan(path), self.device, self.dtype))
         return self._restorer[1]
 
-    def _mouth_codes(self, mel: np.ndarray, indices: np.ndarray, video_codes: torch.Tensor | None) -> torch.Tensor:
+    def _mouth_codes(self, mel: np.ndarray, indices: np.ndarray, video_codes: torch.Tensor | None,
+                     splits: Splits) -> torch.Tensor:
         """Mouth codes of a batch of frames: A_sync on their mel windows, or the mouth video's codes."""
         if video_codes is not None:
             return video_codes[loop_index(indices, len(video_codes), "hold")]
         windows = torch.from_numpy(frame_windows(mel, indices)).to(self.device, self.dtype)
-        return self.networks.E.mouth_code_from_audio(self.networks.A_sync(windows))
+
+        def encode(start: int, stop: int) -> torch.Tensor:
+            return self.networks.E.mouth_code_from_audio(self.networks.A_sync(windows[start:stop]))
+
+        return torch.cat(splits.A_sync(encode, len(windows)))
 
     @staticmethod
     def _batch_pose(indices: np.ndarray, codes: torch.Tensor | None, reference: torch.Tensor, loop: str):
@@ -224,10 +373,19 @@ class Pipeline:
         index = loop_index(indices, len(codes), loop)
         return index, codes[index]
 
-    def _noise(self, count: int, mode: str, generator: torch.Generator | None) -> list[torch.Tensor] | None:
-        if mode == "fixed":
+    def _noise(self, count: int, job: Job) -> list[torch.Tensor] | None:
+        """noise="random": fresh maps drawn frame by frame, so a frame's noise never depends on the batches."""
+        if job.options.noise == "fixed":
             return None
-        return [n.to(self.dtype) for n in self.networks.G.random_noise(count, generator)]
+        drawn = [self.networks.G.random_noise(1, job.generator) for _ in range(count)]
+        return [torch.cat(layer).to(self.dtype) for layer in zip(*drawn)]
+
+    def _skip(self, job: Job, count: int) -> None:
+        """Frames real-time mode drops: their random noise is drawn all the same, so later frames keep theirs."""
+        if count and job.options.noise == "random":
+            self._noise(count, job)
+            if isinstance(job.composer, EnhanceStage):
+                job.composer.skip(count)
 
     def _padded(self, style: torch.Tensor, noise: list[torch.Tensor] | None, size: int):
         """A compiled generator keeps one batch shape: the last, short batch is padded by repeating its last frame."""
@@ -237,63 +395,67 @@ class Pipeline:
         pad = lambda t: torch.cat([t, t[-1:].expand(missing, *t.shape[1:])])  # noqa: E731
         return pad(style), None if noise is None else [pad(n) for n in noise]
 
-    def _generate(self, spatial: torch.Tensor, style: torch.Tensor, noise: list[torch.Tensor] | None) -> np.ndarray:
+    def _generate(self, spatial: torch.Tensor, style: torch.Tensor, noise: list[torch.Tensor] | None,
+                  splits: Splits) -> np.ndarray:
         """G on a batch; out of device memory, the batch is split (see ShrinkingBatches)."""
 
         def run(start: int, stop: int) -> np.ndarray:
             maps = None if noise is None else [n[start:stop] for n in noise]
             return to_uint8(self.networks.G(spatial, style[start:stop], maps))
 
-        return np.concatenate(self._generator_batches(run, len(style)))
+        return np.concatenate(splits.G(run, len(style)))
 
     def _encode(self, crops: np.ndarray) -> torch.Tensor:
         return to_model_input(crops, self.device, self.dtype)
 
-    def _identity(self, identities: list[Identity]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _identity(self, identities: list[Identity], splits: Splits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """V and E on the reference photos, averaged: spatial map, pooled identity, and their head pose code."""
-        crops = np.stack([identity.face.crop for identity in identities])
-        images = self._encode(crops)
-        pooled, spatial = self.networks.V(images)
-        feature = self.networks.E(images).mean(0, keepdim=True)
-        return spatial.mean(0, keepdim=True), pooled.mean(0, keepdim=True), self.networks.E.headpose_code(feature)
+        images = self._encode(np.stack([identity.face.crop for identity in identities]))
+        codes = splits.V(lambda start, stop: self.networks.V(images[start:stop]), len(images))
+        pooled, spatial = (torch.cat(parts) for parts in zip(*codes))
+        feature = torch.cat(splits.E(lambda start, stop: self.networks.E(images[start:stop]), len(images)))
+        reference_pose = self.networks.E.headpose_code(feature.mean(0, keepdim=True))
+        return spatial.mean(0, keepdim=True), pooled.mean(0, keepdim=True), reference_pose
 
-    def _pose_codes(
-        self, pose, options: Options, limit: int, batch_size: int
-    ) -> tuple[torch.Tensor | None, np.ndarray | None]:
-        """Head-pose codes, once per distinct pose frame (only the first `limit` frames can be shown);
-        the aligned pose crops too, for the grid."""
+    def _features(self, crops: np.ndarray, code: Callable[[torch.Tensor], torch.Tensor], splits: Splits) -> torch.Tensor:
+        """`code(E(crops))` for a batch of aligned crops, split when the device runs out of memory."""
+        images = self._encode(crops)
+        return torch.cat(splits.E(lambda start, stop: code(self.networks.E(images[start:stop])), len(images)))
+
+    def _pose_codes(self, pose, options: Options, limit: int | None,
+                    splits: Splits) -> tuple[torch.Tensor | None, np.ndarray | None]:
+        """Head-pose codes, once per distinct pose frame (only the first `limit` frames can be shown), in batches
+        of one size whatever the job's batch_size (so an avatar's codes are a photo's); the crops too, for the grid."""
         if pose is None:
             return None, None
         codes, kept = [], []
-        for batch in batched(aligned_frames(pose, options.aligned, options.detector, limit), batch_size):
+        for batch in batched(aligned_frames(pose, options.aligned, options.detector, limit), self.default_batch_size()):
             crops = np.stack(batch)
-            codes.append(self.networks.E.headpose_code(self.networks.E(self._encode(crops))))
+            codes.append(self._features(crops, self.networks.E.headpose_code, splits))
             if options.mode == "grid":
                 kept.append(crops)
         if not codes:
             raise InputError(f"pose: {describe(pose)}: holds no frames; give a video, a folder of frames or an image")
         return torch.cat(codes), (np.concatenate(kept) if kept else None)
 
-    def _video_mouth_codes(self, options: Options, limit: int, batch_size: int) -> torch.Tensor | None:
+    def _video_mouth_codes(self, options: Options, limit: int | None, splits: Splits) -> torch.Tensor | None:
         """Mouth codes from a video's frames (experimental: the model was trained mainly on audio)."""
         if options.mouth is None:
             return None
-        codes = [
-            self.networks.E.mouth_code_from_video(self.networks.E(self._encode(np.stack(batch))))
-            for batch in batched(aligned_frames(options.mouth, options.aligned, options.detector, limit), batch_size)
-        ]
+        codes = [self._features(np.stack(batch), self.networks.E.mouth_code_from_video, splits)
+                 for batch in batched(aligned_frames(options.mouth, options.aligned, options.detector, limit),
+                                      self.default_batch_size())]
         if not codes:
             raise InputError(f"mouth: {describe(options.mouth)}: holds no frames")
         return torch.cat(codes)
 
 
 class Output:
-    """Where the frames of one job go: the composed frames into the mp4, the faces/frames into the result."""
+    """Where the frames of one job go: into the mp4, and the faces/frames into the result."""
 
-    def __init__(self, out, composer: Composer | EnhanceStage, sound, keep_faces: bool, keep_frames: bool):
+    def __init__(self, out, size: tuple[int, int], sound, keep_faces: bool, keep_frames: bool):
         self.out = Path(out) if out else None
-        self.composer = composer
-        self.writer = VideoWriter(out, *composer.size(), audio=sound) if out else None
+        self.writer = VideoWriter(out, *size, audio=sound) if out else None
         self.faces: list[np.ndarray] | None = [] if keep_faces else None
         self.frames: list[np.ndarray] | None = [] if keep_frames else None
 
@@ -306,13 +468,9 @@ class Output:
         if self.writer is not None:
             self.writer.__exit__(*exc)
 
-    def add(self, faces: np.ndarray, pose_crops: list[np.ndarray] | None, frames: list[np.ndarray] | None = None) -> None:
-        """Write a batch: each face composed into its frame, or the given `frames` (the enhance step's)."""
-        for k, face in enumerate(faces):
-            if frames is not None:
-                frame = frames[k]
-            else:
-                frame = self.composer(face, pose_crops[k] if pose_crops is not None else None)
+    def add(self, faces: np.ndarray, frames: list[np.ndarray]) -> None:
+        """Write a batch: the generated faces and their output frames."""
+        for face, frame in zip(faces, frames):
             if self.writer is not None:
                 self.writer.write(frame)
             if self.faces is not None:

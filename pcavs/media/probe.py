@@ -30,6 +30,7 @@ class MediaInfo:
     width: int | None = None  # as displayed: rotation and pixel aspect ratio applied
     height: int | None = None
     fps: float | None = None  # nominal (average) rate; a variable-frame-rate file has no single one
+    base_fps: float | None = None  # ffmpeg's "tbr", the rate it guesses the frames are timed at: unlike fps in a variable-rate file
     rotation: int = 0  # degrees clockwise the stored picture is turned for display (a portrait phone clip: 90 or 270)
     video_codec: str | None = None
     pix_fmt: str | None = None
@@ -165,7 +166,7 @@ def _video_facts(header: str, block: list[str]) -> dict:
             angle = float(found.group(1))
     # ffmpeg prints the counter-clockwise angle of the display matrix; report the clockwise turn like phones' `rotate` tag
     rotation = int(round(-angle)) % 360
-    facts = dict(video_codec=codec, pix_fmt=pix_fmt, fps=fps or tbr, rotation=rotation, sar=sar,
+    facts = dict(video_codec=codec, pix_fmt=pix_fmt, fps=fps or tbr, base_fps=tbr or fps, rotation=rotation, sar=sar,
                  coded_width=width, coded_height=height, video_start=_start(fields))
     if width and height:
         shown_w, shown_h = max(1, round(width * sar)), height

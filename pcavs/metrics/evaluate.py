@@ -6,6 +6,9 @@ Routes to the 224x224 face crops SyncNet scores:
 - "track": any other video: one face is found and followed with pcavs's face mesh and cropped as
   the official `run_pipeline.py` crops (facetrack.py); the crops go through the same JPEG encoder.
 Scores of different routes are different numbers (the face sits differently in the crop): report the route.
+SyncNet pairs each frame with 40 ms of audio, so a video that is not 25 fps (or has a variable
+frame rate) is first brought to 25 fps as run_pipeline.py does (lipsync.to_25fps), and everything
+is measured on that copy; `EvalResult.fps` and `.resampled` say so.
 
 Quality (on 224 face crops: the frames of a 224 video, else pcavs's alignment in the generator's
 view): `cpbd` of the video; with `reference=` (the ground truth), per-frame `ssim`, `psnr` and `lmd`
@@ -45,8 +48,10 @@ class EvalResult:
 
     video: str
     route: str  # "crop" (a 224x224 video scored as it is) or "track" (face found, followed and cropped)
-    num_frames: int
+    num_frames: int  # at 25 fps
     sync: lipsync.SyncScores
+    fps: float | None = None  # the video's own frame rate (ffmpeg's average)
+    resampled: bool = False  # True: brought to 25 fps as run_pipeline.py does before anything was measured
     audio: str | None = None
     reference: str | None = None
     cpbd: float | None = None  # mean over frames; higher is sharper
@@ -81,7 +86,7 @@ class EvalResult:
         """JSON-ready numbers (inf and NaN become None); `windows` adds the per-window and per-offset arrays."""
         out = {
             "video": self.video, "audio": self.audio, "reference": self.reference, "route": self.route,
-            "frames": self.num_frames, "windows": self.sync.num_windows,
+            "fps": self.fps, "resampled": self.resampled, "frames": self.num_frames, "windows": self.sync.num_windows,
             "lse_d": self.lse_d, "lse_c": self.lse_c, "offset": self.offset,
             "cpbd": self.cpbd, "ssim": self.ssim, "psnr": self.psnr, "lmd": self.lmd,
             "frames_compared": self.frames_compared, "seconds": round(self.seconds, 3),
@@ -95,7 +100,9 @@ class EvalResult:
 
     def summary(self) -> str:
         """A small table for the terminal."""
+        rate = "n/a" if self.fps is None else f"{self.fps:g} fps"
         rows = [("video", self.video), ("route", _ROUTE_NAMES[self.route]),
+                ("frame rate", f"{rate}, brought to 25 fps as run_pipeline.py does" if self.resampled else rate),
                 ("LSE-D (lower is better)", f"{self.lse_d:.3f}"), ("LSE-C (higher is better)", f"{self.lse_c:.3f}"),
                 ("offset (frames; < 0: audio late)", f"{self.offset:+d}"),
                 ("windows scored", str(self.sync.num_windows))]
@@ -196,20 +203,21 @@ def evaluate(
     detector = None
     track = None
     name = str(video)
+    resampled = not lipsync.is_25fps(info)
     with tempfile.TemporaryDirectory(prefix="pcavs-eval-") as tmp:
         folder = Path(tmp)
+        measured = lipsync.to_25fps(video, folder, info.duration) if resampled else video  # what every number is of
         if route == "crop":
-            frames = lipsync.extract_frames(video, folder)
+            frames = lipsync.extract_frames(measured, folder)
         else:
             detector = _detector()
-            track = _track(video, detector, progress, name)
-            frames = lipsync.jpeg_round_trip(facetrack.syncnet_crops(_frames(video), track), folder, name)
+            track = _track(measured, detector, progress, name)
+            frames = lipsync.jpeg_round_trip(facetrack.syncnet_crops(_frames(measured), track), folder, name)
         samples = lipsync.extract_audio(audio if audio is not None else video, folder)
         scores = _score(net, frames, samples, resolved, progress, name)
-        num_frames = len(frames)
-    result = EvalResult(video=name, route=route, num_frames=num_frames, sync=scores,
-                        audio=str(audio) if audio is not None else None)
-    _add_quality(result, video, route, track, reference, detector, progress)
+        result = EvalResult(video=name, route=route, num_frames=len(frames), sync=scores, fps=info.fps,
+                            resampled=resampled, audio=str(audio) if audio is not None else None)
+        _add_quality(result, measured, route, track, reference, detector, progress, name)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -237,8 +245,8 @@ def evaluate_faces(
         samples = lipsync.extract_audio(audio, folder)
         scores = _score(net, frames, samples, resolved, progress, name)
         num_frames = len(frames)
-    return EvalResult(video=name, route="crop", num_frames=num_frames, sync=scores, audio=str(audio),
-                      seconds=time.perf_counter() - start)
+    return EvalResult(video=name, route="crop", num_frames=num_frames, sync=scores, fps=float(lipsync.FPS),
+                      audio=str(audio), seconds=time.perf_counter() - start)
 
 
 def _detector():
@@ -252,8 +260,9 @@ def _score(net: SyncNet, frames, samples: np.ndarray, device: torch.device, prog
     return lipsync.score(lip, aud)
 
 
-def _add_quality(result: EvalResult, video, route: str, track, reference, detector, progress: bool) -> None:
-    """CPBD of every frame of the video; with a reference, SSIM, PSNR and LMD on the frames both videos have."""
+def _add_quality(result: EvalResult, video, route: str, track, reference, detector, progress: bool, name: str) -> None:
+    """CPBD of every frame of the video; with a reference, SSIM, PSNR and LMD on the frames both videos have.
+    `video`: the file to read (the 25 fps copy when one was made); `name`: the video's name in messages."""
     from tqdm.auto import tqdm
 
     truth = None
@@ -279,10 +288,10 @@ def _add_quality(result: EvalResult, video, route: str, track, reference, detect
     count = len(similarity)
     found = int(np.isfinite(mouth).sum())
     if count == 0:
-        raise InputError(f"{reference}: no frames to compare with {video}")
+        raise InputError(f"{reference}: no frames to compare with {name}")
     if found < MIN_FACE_FRACTION * count:
         raise InputError(
-            f"{video}: the mouth was found in only {found} of {count} frames of it and its reference; "
+            f"{name}: the mouth was found in only {found} of {count} frames of it and its reference; "
             "LMD needs a visible face in both videos"
         )
     result.reference = str(reference)

@@ -2,7 +2,8 @@
 
 Input path (what makes the numbers official-compatible): the video's frames go through ffmpeg's
 default JPEG encoder and back (`extract_frames`), the audio through ffmpeg to 16 kHz mono PCM16
-(`extract_audio`). Frames are 224x224 BGR; 25 fps is assumed, as the official code does.
+(`extract_audio`). Frames are 224x224 BGR at 25 fps, one per 640 samples: a video at another or a
+variable frame rate is first brought to 25 fps as syncnet_python's run_pipeline.py does (`to_25fps`).
 
 Windows: min_length = min(frames, samples // 640); N = min_length - 5 windows (the last full one is
 never scored, as in the official code). Window i is frames i..i+4 and MFCC columns 4i..4i+19.
@@ -23,19 +24,22 @@ import cv2
 import numpy as np
 import torch
 
+from ..core.devices import ShrinkingBatches
 from ..core.errors import InputError
 from ..faces.track import medfilt
 from ..media.ffmpeg import WHOLE, Ffmpeg, file_url, last_line, run
+from ..media.probe import MediaInfo
 from .mfcc import mfcc
 from .syncnet import SyncNet
 
 SIZE = 224
+FPS = 25  # SyncNet's frame rate: one frame per 40 ms of audio
 VSHIFT = 15
 WINDOW = 5  # frames per video window
 MFCC_PER_FRAME = 4
 MFCC_WINDOW = 20
-SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps
-BATCH = 20  # windows per batch, as the official code (batching does not change the numbers)
+SAMPLES_PER_FRAME = 640  # 16 kHz / FPS
+BATCH = 20  # windows per batch, as the official code (batching does not change the numbers); fewer when memory runs out
 DIST_EPS = 1e-6  # torch.nn.functional.pairwise_distance's default
 CONF_FILTER = 9  # taps of the median filter on the per-window confidence
 
@@ -80,6 +84,24 @@ def _run_ffmpeg(args: list[str], name: str, what: str) -> None:
     if done.returncode != 0:
         reason = last_line(done.stderr.decode(errors="replace"))
         raise InputError(f"{name}: ffmpeg could not {what} ({reason}); is the file complete and a video?")
+
+
+def is_25fps(info: MediaInfo) -> bool:
+    """Whether a video's frames already come one per 40 ms: 25 fps, constant (ffmpeg's average and base rates agree)."""
+    return info.fps == FPS and info.base_fps in (None, FPS)
+
+
+def to_25fps(video: str | Path, folder: Path, duration: float | None) -> Path:
+    """`video` at a constant 25 fps, as `folder`/video.avi, made by run_pipeline.py's conversion
+    (`ffmpeg -i VIDEO -qscale:v 2 -async 1 -r 25 video.avi`: frame k shows the picture on screen at
+    k/25 s, near-lossless MPEG-4) with two differences: no sound (it is decoded from the source, as
+    for a 25 fps video), and no frames past `duration` (the copies of the last picture that `-r`
+    appends beyond the end of the video)."""
+    out = folder / "video.avi"
+    limit = ["-t", f"{duration:.6f}"] if duration else []
+    _run_ffmpeg(["-y", "-i", file_url(video), "-an", "-qscale:v", "2", "-r", str(FPS), *limit, str(out)],
+                str(video), "bring it to 25 fps")
+    return out
 
 
 def extract_frames(video: str | Path, folder: Path) -> JpegFrames:
@@ -163,7 +185,11 @@ def embed(
     net: SyncNet, frames: Frames, samples: np.ndarray, device: torch.device | str = "cpu",
     batch_size: int = BATCH, progress: bool = False, name: str = "video",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Video and audio embeddings (N, 1024) float32 on the CPU, one pair per window."""
+    """Video and audio embeddings (N, 1024) float32 on the CPU, one pair per window.
+
+    When the device runs out of memory the batch is halved, down to one window, and the smaller
+    size is kept for the rest of the video (see ShrinkingBatches).
+    """
     count = num_windows(len(frames), len(samples))
     if count < 1:
         raise InputError(
@@ -171,17 +197,19 @@ def embed(
             "SyncNet needs at least 6 frames (0.24 s) of both"
         )
     cepstra = torch.from_numpy(mfcc(samples)).float()
-    lip, aud = [], []
+    batches = ShrinkingBatches(torch.device(device), "SyncNet", "window")
     from tqdm.auto import tqdm
 
     with _ieee_float32(device), tqdm(total=count, unit="window", desc="syncnet", disable=not progress) as bar:
-        for start in range(0, count, batch_size):
-            stop = min(count, start + batch_size)
+        def windows(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
             video = lip_batch(frames[start : stop + WINDOW - 1], stop - start)
-            lip.append(net.lip(video.to(device)).float().cpu())
-            aud.append(net.audio(audio_batch(cepstra, start, stop).to(device)).float().cpu())
+            lip = net.lip(video.to(device)).float().cpu()
+            aud = net.audio(audio_batch(cepstra, start, stop).to(device)).float().cpu()
             bar.update(stop - start)
-    return torch.cat(lip), torch.cat(aud)
+            return lip, aud
+
+        done = batches(windows, count, batch_size)
+    return torch.cat([lip for lip, _ in done]), torch.cat([aud for _, aud in done])
 
 
 @dataclass

@@ -18,10 +18,11 @@ from torch import nn
 from ..core.errors import WeightsError
 from ..core.files import cache_dir
 from ..models.checkpoint import build, check_state_dict, expected_keys, read_state_dict
-from ..models.download import fetch_file
+from ..models.download import Published, check_file, fetch_file
 
 FILENAME = "syncnet_v2.model"
-URL = "http://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"
+URL = "https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"
+PUBLISHED = Published(FILENAME, "961e8696f888fce4f3f3a6c3d5b3267cf5b343100b238e79b2659bff2c605442", 54_573_114)
 ENV = "PCAVS_SYNCNET"
 HINT = "run `pcavs download syncnet` (or `pcavs download syncnet --from-file syncnet_v2.model`)"
 EMBEDDING = 1024
@@ -119,19 +120,29 @@ def download_syncnet(
     url: str | None = None,
     from_file: str | os.PathLike | None = None,
     progress: bool = True,
+    verify: bool = True,
 ) -> Path:
     """Install `syncnet_v2.model` (default: into the user cache, where `find_syncnet` looks) and return its path.
 
-    Fetched from its official address (or `url`), or copied from `from_file`; strictly loaded before it
-    is renamed into place. `dest`: a folder, or a path ending in `.model`. An installed file is kept.
+    Fetched over https from its official address (or another http(s) `url`), or copied from
+    `from_file`; it must be the published file (SHA-256 and size, checked as it streams) and load
+    strictly before it is renamed into place (`verify=False` installs a local copy that is not the
+    published file, with a warning). `dest`: a folder, or a path ending in `.model`. An installed
+    file is kept.
     """
     target = default_path() if dest is None else Path(dest).expanduser()
     if target.suffix != ".model":
         target = target / FILENAME
     source = str(from_file) if from_file is not None else (url or URL)
 
-    def verify(path: Path) -> None:
+    def check(path: Path) -> None:
         load_syncnet(path, label=source)
 
-    return fetch_file(url or URL, target, verify, from_file=from_file, progress=progress,
-                      command="pcavs download syncnet")
+    return fetch_file(url or URL, target, check, published=PUBLISHED, from_file=from_file, verify=verify,
+                      progress=progress, command="pcavs download syncnet")
+
+
+def check_installed(syncnet: str | os.PathLike | None = None) -> str:
+    """`pcavs download syncnet --check`: the weights pcavs would use are the published file and load strictly."""
+    path = find_syncnet(syncnet)
+    return check_file(path / FILENAME if path.is_dir() else path, PUBLISHED, load_syncnet, "pcavs download syncnet")

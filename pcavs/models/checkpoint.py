@@ -7,6 +7,7 @@ the file and saying what to do.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import zipfile
@@ -19,6 +20,16 @@ from torch import nn
 from ..core.errors import WeightsError
 
 Expected = Mapping[str, tuple[tuple[int, ...], bool]]  # key -> (shape, holds floats)
+BLOCK = 1 << 20  # bytes read at a time when hashing
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as lowercase hex (read in blocks: any size)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_state_dict(path: str | os.PathLike, label: str, hint: str, inside: Sequence[str] = ()) -> dict[str, torch.Tensor]:

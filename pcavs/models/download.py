@@ -1,7 +1,11 @@
-"""Fetch, check and install the released weights (`demo.zip`, spec §1) atomically.
+"""Fetch, check and install released weights atomically: PC-AVS's `demo.zip` (spec §1) and the single
+files of the other models (`fetch_file`: GFPGAN, SyncNet).
 
-Sources: Google Drive through `gdown` (the default), any HTTP(S) address, or a zip the user
-downloaded by hand. The zip lands in a temporary folder beside the destination; only the
+Sources: Google Drive through `gdown` (demo.zip's default), any http(s) address, or a file the
+user downloaded by hand. Downloads land in a temporary folder beside the destination. A file
+whose SHA-256 and size are published (`Published`) is hashed and counted while it streams and
+refused when either differs; demo.zip has no published hash, so the SHA-256 of each file
+unpacked from it is recorded beside the installed files instead (models/weights.py). Only the
 `latest_net_*.pth` files inference needs are unpacked (after refusing unsafe entries and
 implausible sizes), each is strictly loaded against its architecture, and only then is the
 staged folder renamed into place. Every failure, Ctrl-C included, removes the temporary
@@ -22,19 +26,24 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 import zipfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
 
 from ..core.errors import InputError, NetworkError, WeightsError, reason
 from ..core.files import AtomicFile, cache_dir
 from ..core.version import __version__
-from .weights import DEFAULT_SUBDIR, NETWORKS, checkpoint_filename, find_checkpoints, load_checkpoint_file
+from .checkpoint import file_sha256
+from .weights import (
+    DEFAULT_SUBDIR, NETWORKS, RECORD, check_record, checkpoint_filename, find_checkpoints, load_checkpoint_file,
+    write_record,
+)
 
 DRIVE_ID = "1Zehr3JLIpzdg2S5zZrhIbpYPKF-4gKU_"
 DRIVE_LINK = f"https://drive.google.com/file/d/{DRIVE_ID}"
-KNOWN_SHA256: dict[str, str] = {}  # file name -> SHA-256 of the released file; checked when present
 MAX_DOWNLOAD_BYTES = 2 << 30  # the zip itself (the released one is about 600 MB)
 MAX_TOTAL_BYTES = 2 << 30  # everything unpacked from it
 MAX_RATIO = 100  # uncompressed / compressed size of one unpacked entry (float tensors barely compress)
@@ -46,6 +55,62 @@ _TEMP_PREFIX = ".pcavs-download-"
 _DISK_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EPERM, getattr(errno, "EDQUOT", errno.ENOSPC)}
 
 
+@dataclass(frozen=True)
+class Published:
+    """What the publishers of a released file state about it: its name, SHA-256 (hex) and size in bytes."""
+
+    name: str
+    sha256: str
+    size: int
+
+    def differs(self, sha256: str, size: int) -> bool:
+        return size != self.size or sha256 != self.sha256.lower()
+
+    def mismatch(self, source: str, sha256: str, size: int, todo: str) -> WeightsError:
+        """The error for a file from `source` that is not this one; it names both hashes and both sizes."""
+        return WeightsError(f"{source}: not the published {self.name}: SHA-256 {sha256} ({size:,} bytes), expected "
+                            f"{self.sha256} ({self.size:,} bytes); {todo}")
+
+
+class _Counted:
+    """The SHA-256 and byte count of a file's bytes as they pass, compared with `published` (when known).
+
+    `stop_early`: refuse the file as soon as it is longer than the published one (a download stops there).
+    """
+
+    def __init__(self, published: Published | None, source: str, todo: str, stop_early: bool):
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.published = published
+        self.source = source
+        self.todo = todo
+        self.stop_early = stop_early
+
+    def update(self, block: bytes) -> None:
+        self.hash.update(block)
+        self.size += len(block)
+        if self.stop_early and self.published is not None and self.size > self.published.size:
+            raise WeightsError(f"{self.source}: not the published {self.published.name}: longer than its "
+                               f"{self.published.size:,} bytes (SHA-256 {self.published.sha256}); {self.todo}")
+
+    def differs(self) -> bool:
+        return self.published is not None and self.published.differs(self.hash.hexdigest(), self.size)
+
+    def error(self) -> WeightsError:
+        return self.published.mismatch(self.source, self.hash.hexdigest(), self.size, self.todo)
+
+    def warning(self) -> str:
+        return (f"{self.source} is not the published {self.published.name} (SHA-256 {self.hash.hexdigest()}, "
+                f"{self.size:,} bytes; expected {self.published.sha256}, {self.published.size:,} bytes); "
+                "installing it anyway (--no-verify)")
+
+
+def check_url(url: str, local: str) -> None:
+    """InputError unless `url` is an http:// or https:// address; `local` names the option for a file on disk."""
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise InputError(f"url={url!r}: not an http:// or https:// address; for a file on disk use {local}")
+
+
 def download_weights(
     dest: str | os.PathLike | None = None,
     url: str | None = None,
@@ -55,13 +120,14 @@ def download_weights(
     """Install latest_net_{G,V,E,A_sync}.pth into `dest` (default: the user cache, $PCAVS_HOME/demo) and return `dest`.
 
     Source: `zip_path` (a demo.zip on disk), else `url` (any HTTP(S) address), else Google Drive.
-    When the four files are already in `dest` nothing is read or fetched. Raises WeightsError
+    When the four files are already in `dest` nothing is read or fetched. Each installed file's
+    SHA-256 is recorded in `dest`/SHA256SUMS and checked on every load. Raises WeightsError
     (one line) when the download, the archive or a checkpoint is bad; `dest` is then untouched.
     """
     if url is not None and zip_path is not None:
         raise InputError("give either url= (--url) or zip_path= (--from-zip), not both")
-    if url is not None and urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
-        raise InputError(f"url={url!r}: not an http:// or https:// address; for a file on disk use zip_path= (--from-zip)")
+    if url is not None:
+        check_url(url, "zip_path= (--from-zip)")
     shown = Path(dest).expanduser() if dest is not None else cache_dir() / DEFAULT_SUBDIR
     dest = shown.resolve() if shown.is_symlink() else shown  # install into the folder a link points at
     if weights_complete(dest):
@@ -73,11 +139,12 @@ def download_weights(
         if archive_path is None:
             archive_path = _fetch(url, work / "demo.zip", progress)
         staged = work / "staged"
-        sizes = _extract(archive_path, staged, source, progress)
+        unpacked = _extract(archive_path, staged, source, progress)
         if archive_path.parent == work:
             archive_path.unlink()  # free the space before the networks are loaded
-        for name in sorted(sizes, key=sizes.get):  # smallest first: a bad file fails fast
+        for name in sorted(unpacked, key=lambda name: unpacked[name][0]):  # smallest first: a bad file fails fast
             _verify(name, staged / name, f"{source} ({name})")
+        write_record(staged, {name: digest for name, (_, digest) in unpacked.items()})
         gc.collect()  # let go of memory-mapped checkpoints before moving them (Windows)
         _install(staged, dest, work)
     return shown
@@ -103,37 +170,82 @@ def ensure_weights(checkpoints: str | os.PathLike | None = None) -> Path:
 def fetch_file(
     url: str,
     dest: str | os.PathLike,
-    verify: Callable[[Path], None],
+    check: Callable[[Path], None],
     *,
+    published: Published | None = None,
     from_file: str | os.PathLike | None = None,
+    verify: bool = True,
     progress: bool = True,
     command: str = "pcavs download",
 ) -> Path:
-    """Install one weights file at `dest`: downloaded from `url` (or copied from `from_file`), checked by
-    `verify(path)` (which raises WeightsError for a wrong file), then renamed into place.
+    """Install one weights file at `dest`: downloaded from `url` (http or https) or copied from `from_file`,
+    checked, then renamed into place.
 
-    An existing `dest` is kept as it is. Nothing is left behind when anything fails.
+    With `published`, the file's SHA-256 and size are computed as its bytes arrive and a file that
+    differs is refused (a WeightsError naming both hashes). Only a local copy may differ, and only
+    with `verify=False`, which installs it with a warning. Then `check(path)` must pass (a strict
+    load: WeightsError for a wrong file). An existing `dest` is kept as it is. Nothing is left
+    behind when anything fails.
     """
     dest = Path(dest).expanduser()
+    source = Path(from_file).expanduser() if from_file is not None else None
+    if source is None:
+        check_url(url, "--from-file")
+        if not verify:
+            raise InputError("verify=False (--no-verify) is only for a file you have (--from-file); "
+                             "a download is always checked against the published SHA-256")
     if dest.is_file():
         return dest
     name = dest.name
     by_hand = f"download {url} by hand and run `{command} --from-file {name}`"
-    source = Path(from_file).expanduser() if from_file is not None else None
     if source is not None and not source.is_file():
         raise WeightsError(f"{source}: no such file; give the path of {name}")
     with _workspace(dest) as work:
         temp = work / name
         if source is None:
-            _http_get(url, temp, progress, name, by_hand)
+            counted = _Counted(published, url, f"check the address, or {by_hand}", stop_early=True)
+            _http_get(url, temp, progress, name, by_hand, counted)
         else:
-            try:
-                shutil.copyfile(source, temp)
-            except OSError as exc:
-                raise _cannot_write(temp, exc) from None
-        verify(temp)
+            todo = f"check that it is the released file, or install it anyway with `{command} --from-file {source} --no-verify`"
+            counted = _Counted(published, str(source), todo, stop_early=False)
+            _copy(source, temp, counted)
+        if counted.differs():
+            if verify:
+                raise counted.error()
+            warnings.warn(counted.warning(), stacklevel=2)
+        check(temp)
         os.replace(temp, dest)
     return dest
+
+
+def check_file(path: Path, published: Published, check: Callable[[Path], None], command: str) -> str:
+    """`pcavs download --check` for a single-file model: the installed `path` is the published file (SHA-256 and
+    size, else a WeightsError naming both hashes) and loads strictly (`check`); one line saying so."""
+    if not path.is_file():
+        raise WeightsError(f"{path}: file not found; run `{command}`")
+    size = path.stat().st_size
+    digest = file_sha256(path)
+    if published.differs(digest, size):
+        raise published.mismatch(str(path), digest, size, f"delete it and run `{command}` again")
+    check(path)
+    return f"{path}: the published {published.name} (SHA-256 {digest}, {size:,} bytes); loads strictly"
+
+
+def check_weights(checkpoints: str | os.PathLike | None = None) -> str:
+    """`pcavs download --check` for PC-AVS: the folder pcavs would load (see `find_checkpoints`) still holds what
+    was installed (the SHA-256 of each file against its SHA256SUMS record) and every file loads strictly."""
+    folder = find_checkpoints(checkpoints)
+    if not folder.is_dir():
+        raise WeightsError(f"{folder}: not a checkpoint folder; `pcavs download --check` checks a folder of weights")
+    recorded = check_record(folder)
+    for net in NETWORKS:
+        path = folder / checkpoint_filename(net)
+        load_checkpoint_file(net, path)
+    gc.collect()
+    if recorded is None:
+        return (f"{folder}: the four files load strictly; it has no {RECORD} (placed there by hand?), so they could not "
+                "be checked against their install-time SHA-256 (`pcavs download` records it)")
+    return f"{folder}: every file has the SHA-256 recorded in {RECORD} at install time, and loads strictly"
 
 
 # ---------------------------------------------------------------------------- destination
@@ -175,13 +287,13 @@ def _looks_whole(path: Path) -> bool:
 
 
 def _check_replaceable(dest: Path) -> None:
-    """`dest` may be absent, empty, or hold only checkpoint files (an earlier, incomplete install)."""
+    """`dest` may be absent, empty, or hold only checkpoint files and their record (an earlier, incomplete install)."""
     if not dest.exists():
         return
     if not dest.is_dir():
         raise WeightsError(f"{dest}: exists and is not a folder; choose another destination")
     try:
-        others = sorted(p.name for p in dest.iterdir() if not (_WEIGHT_FILE.fullmatch(p.name) and p.is_file()))
+        others = sorted(p.name for p in dest.iterdir() if not ((_WEIGHT_FILE.fullmatch(p.name) or p.name == RECORD) and p.is_file()))
     except OSError as exc:
         raise WeightsError(f"{dest}: cannot read the folder ({reason(exc)})") from None
     if others:
@@ -276,8 +388,36 @@ def _gdown(url: str | None, target: Path, progress: bool) -> None:
         raise _failed(source, "Google Drive sent a web page instead of demo.zip, often its download quota; try again later")
 
 
-def _http_get(url: str, target: Path, progress: bool, name: str = "demo.zip", by_hand: str = BY_HAND) -> None:
-    """Stream `url` into `target` with a progress bar; NetworkError (one line) on any failure."""
+def _copy(source: Path, target: Path, counted: _Counted) -> None:
+    """Copy a local file, counting its bytes."""
+    try:
+        src = open(source, "rb")
+    except OSError as exc:
+        raise WeightsError(f"{source}: cannot be read ({reason(exc)})") from None
+    with src:
+        try:
+            out = open(target, "wb")
+        except OSError as exc:
+            raise _cannot_write(target, exc) from None
+        with out:
+            while True:
+                try:
+                    block = src.read(CHUNK)
+                except OSError as exc:
+                    raise WeightsError(f"{source}: cannot be read ({reason(exc)})") from None
+                if not block:
+                    break
+                counted.update(block)
+                try:
+                    out.write(block)
+                except OSError as exc:
+                    raise _cannot_write(target, exc) from None
+
+
+def _http_get(url: str, target: Path, progress: bool, name: str = "demo.zip", by_hand: str = BY_HAND,
+              counted: _Counted | None = None) -> None:
+    """Stream `url` into `target` with a progress bar; NetworkError (one line) on any failure. `counted` sees every
+    byte as it arrives (and refuses a file that cannot be the published one before the rest is fetched)."""
     from tqdm.auto import tqdm
 
 
@@ -293,6 +433,10 @@ def _http_get(url: str, target: Path, progress: bool, name: str = "demo.zip", by
         total = int(length) if length and length.isdigit() else None
         if total is not None and total > MAX_DOWNLOAD_BYTES:
             raise _failed(url, f"the server offers {total >> 20} MiB, far more than {name}", by_hand)
+        expected = counted.published if counted is not None else None
+        if total is not None and expected is not None and total != expected.size:
+            raise WeightsError(f"{url}: not the published {expected.name}: the server offers {total:,} bytes, expected "
+                               f"{expected.size:,} (SHA-256 {expected.sha256}); {counted.todo}")
         received = 0
         try:
             out = open(target, "wb")
@@ -309,6 +453,8 @@ def _http_get(url: str, target: Path, progress: bool, name: str = "demo.zip", by
                 received += len(chunk)
                 if received > MAX_DOWNLOAD_BYTES:
                     raise _failed(url, f"more than {MAX_DOWNLOAD_BYTES >> 20} MiB, far more than {name}", by_hand)
+                if counted is not None:
+                    counted.update(chunk)
                 try:
                     out.write(chunk)
                 except OSError as exc:
@@ -372,8 +518,8 @@ def _choose(zf: zipfile.ZipFile, label: str) -> dict[str, zipfile.ZipInfo]:
     return chosen
 
 
-def _extract(archive: Path, staged: Path, label: str, progress: bool) -> dict[str, int]:
-    """Unpack the needed latest_net_*.pth into the new folder `staged`; returns their sizes."""
+def _extract(archive: Path, staged: Path, label: str, progress: bool) -> dict[str, tuple[int, str]]:
+    """Unpack the needed latest_net_*.pth into the new folder `staged`; returns their sizes and SHA-256."""
     from tqdm.auto import tqdm
 
     bad_zip = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError)
@@ -388,9 +534,11 @@ def _extract(archive: Path, staged: Path, label: str, progress: bool) -> dict[st
         if free < total:
             raise WeightsError(f"{staged.parent.parent}: needs {total >> 20} MiB free to unpack the weights, {free >> 20} MiB left")
         staged.mkdir()
+        unpacked = {}
         with tqdm(total=total, unit="B", unit_scale=True, desc="unpacking", disable=not progress) as bar:
             for name, info in chosen.items():
                 written = 0
+                digest = hashlib.sha256()
                 try:
                     source = zf.open(info)
                 except (OSError, *bad_zip) as exc:
@@ -410,22 +558,16 @@ def _extract(archive: Path, staged: Path, label: str, progress: bool) -> dict[st
                             out.write(block)
                         except OSError as exc:
                             raise WeightsError(f"{staged.parent.parent}: cannot unpack the weights ({reason(exc)})") from None
+                        digest.update(block)
                         bar.update(len(block))
                 if written != info.file_size:
                     raise WeightsError(f"{label}: {info.filename} is shorter than recorded; download it again")
-    return {name: info.file_size for name, info in chosen.items()}
+                unpacked[name] = (written, digest.hexdigest())
+    return unpacked
 
 
 def _verify(name: str, path: Path, label: str) -> None:
-    """The released file's SHA-256 when known; always a strict load against the architecture."""
-    expected = KNOWN_SHA256.get(name)
-    if expected is not None:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while block := handle.read(CHUNK):
-                digest.update(block)
-        if digest.hexdigest() != expected.lower():
-            raise WeightsError(f"{label}: SHA-256 {digest.hexdigest()[:12]}… is not the released file's; download it again")
+    """A strict load against the architecture (demo.zip has no published hash to check)."""
     net = name.removeprefix("latest_net_").removesuffix(".pth")
     try:
         load_checkpoint_file(net, path, label)

@@ -4,19 +4,25 @@
 the architecture (name and shape) before anything is loaded; tensors that inference never
 reads are then dropped. A slim `.safetensors` file (`pcavs convert`) holds only the tensors
 inference reads and loads the same networks faster.
+
+demo.zip has no published hash, so `pcavs download` records the SHA-256 of each file it
+installs in `SHA256SUMS` beside them (the format `sha256sum -c` reads); every load checks
+the files against it, so a file that changed after the install is refused.
 """
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from torch import nn
 
 from ..core.errors import WeightsError, reason
 from ..core.files import AtomicFile, cache_dir
-from .checkpoint import build, check_state_dict, expected_keys, read_state_dict
+from .checkpoint import build, check_state_dict, expected_keys, file_sha256, read_state_dict
 from .encoders import AudioEncoder, IdentityEncoder, PoseMouthEncoder
 from .generator import Generator
 
@@ -24,6 +30,8 @@ NETWORKS: dict[str, type[nn.Module]] = {"G": Generator, "V": IdentityEncoder, "E
 NUM_CLASSES = 5830  # identities in the training set: size of the classifier heads
 DEFAULT_SUBDIR = "demo"  # demo.zip unpacks to demo/
 DOWNLOAD_HINT = "run `pcavs download` (or `pcavs download --from-zip demo.zip`) to install the weights"
+RECORD = "SHA256SUMS"  # beside the installed files: the SHA-256 of each at install time, as `sha256sum` writes it
+_RECORD_LINE = re.compile(r"([0-9a-f]{64}) [ *](latest_net_[A-Za-z0-9_]+\.pth)")
 
 
 def checkpoint_filename(net: str) -> str:
@@ -72,6 +80,44 @@ def _looks_installed(path: Path) -> bool:
     return all((path / checkpoint_filename(net)).is_file() for net in NETWORKS)
 
 
+def write_record(folder: Path, digests: Mapping[str, str]) -> None:
+    """Write `folder`/SHA256SUMS: one `<sha256>  <file name>` line per installed file."""
+    lines = "".join(f"{digests[name]}  {name}\n" for name in sorted(digests))
+    (folder / RECORD).write_text(lines, encoding="ascii")
+
+
+def check_record(folder: str | os.PathLike) -> dict[str, str] | None:
+    """Check every file that `folder`/SHA256SUMS lists against the SHA-256 recorded at install time; the
+    checked names and their SHA-256, or None when the folder has no record (weights placed there by hand).
+
+    A WeightsError, naming the file and both hashes, when a file changed since it was installed.
+    """
+    folder = Path(folder)
+    record = folder / RECORD
+    again = f"delete {folder} and run `pcavs download` again"
+    try:
+        text = record.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{record}: cannot be read ({reason(exc)}); {again}") from None
+    expected = {}
+    for line in text.splitlines():
+        found = _RECORD_LINE.fullmatch(line.strip())
+        if found is None:
+            raise WeightsError(f"{record}: the line {line[:80]!r} is not '<sha256>  latest_net_<name>.pth'; {again}")
+        expected[found[2]] = found[1]
+    for name, digest in expected.items():
+        path = folder / name
+        if not path.is_file():
+            raise WeightsError(f"{path}: missing, though {RECORD} lists it; {again}")
+        actual = file_sha256(path)
+        if actual != digest:
+            raise WeightsError(f"{path}: SHA-256 {actual} is not {digest}, recorded in {RECORD} when it was "
+                               f"installed: the file changed since; {again}")
+    return expected
+
+
 @dataclass
 class Networks:
     """The four networks, in eval mode, holding only the tensors inference reads."""
@@ -113,6 +159,7 @@ def load_networks(checkpoints: str | os.PathLike | None = None) -> Networks:
         return _load_slim(location)
     if not location.is_dir():
         raise WeightsError(f"{location}: no such checkpoint folder; {DOWNLOAD_HINT}")
+    check_record(location)
     return Networks(**{net: load_checkpoint_file(net, location / checkpoint_filename(net)) for net in NETWORKS})
 
 

@@ -15,11 +15,12 @@ from pathlib import Path
 from ..core.errors import NetworkError, WeightsError
 from ..core.files import cache_dir
 from ..models import checkpoint
-from ..models.download import fetch_file
+from ..models.download import Published, check_file, fetch_file
 from .gfpgan import GFPGAN, unused_shapes
 
 FILENAME = "GFPGANv1.4.pth"
 URL = "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth"
+PUBLISHED = Published(FILENAME, "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad", 348_632_874)
 CONTAINER_KEYS = ("params_ema", "params")  # GFPGAN's loader prefers the EMA weights
 ENV = "PCAVS_GFPGAN"
 CACHE_SUBDIR = "gfpgan"
@@ -57,15 +58,26 @@ def download_checkpoint(
     url: str | None = None,
     from_file: str | os.PathLike | None = None,
     progress: bool = True,
+    verify: bool = True,
 ) -> Path:
-    """Install GFPGANv1.4.pth (from the release, `url`, or a copy the user has) at `dest`: a file path, or a
-    folder (default: the user cache). It must load strictly before it is renamed into place."""
+    """Install GFPGANv1.4.pth (from the release, another http(s) `url`, or a copy the user has) at `dest`: a file
+    path, or a folder (default: the user cache).
+
+    It must be the published file (SHA-256 and size, checked as it streams) and load strictly
+    before it is renamed into place; `verify=False` installs a local copy that is not the
+    published file, with a warning.
+    """
     target = default_path() if dest is None else Path(dest).expanduser()
     if dest is not None and (target.is_dir() or target.suffix != ".pth"):
         target = target / FILENAME
     source = str(from_file) if from_file is not None else url or URL
-    return fetch_file(url or URL, target, lambda temp: verify_checkpoint(temp, source), from_file=from_file,
-                      progress=progress, command="pcavs download gfpgan")
+    return fetch_file(url or URL, target, lambda temp: verify_checkpoint(temp, source), published=PUBLISHED,
+                      from_file=from_file, verify=verify, progress=progress, command="pcavs download gfpgan")
+
+
+def check_installed(checkpoint: str | os.PathLike | None = None) -> str:
+    """`pcavs download gfpgan --check`: the checkpoint pcavs would use is the published file and loads strictly."""
+    return check_file(find_checkpoint(checkpoint), PUBLISHED, verify_checkpoint, "pcavs download gfpgan")
 
 
 def ensure_checkpoint(checkpoint: str | os.PathLike | None = None, progress: bool = True) -> Path:

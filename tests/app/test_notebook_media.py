@@ -1,5 +1,6 @@
 """The notebook's media: uploads (Jupyter's FileUpload in ipywidgets 7 and 8 shapes, Colab's files.upload),
-recordings (Colab's eval_js and the browser JavaScript), the demo fallback, and the option dropdowns.
+recordings (Colab's eval_js and the browser JavaScript), the demo fallback, the option dropdowns, the one
+folder of upload copies, and the player that keeps the notebook small (embedded once, or played from disk).
 
 Colab is a stand-in `google.colab` put in sys.modules: `files.upload()` returns {name: bytes} like the
 real one, `output.eval_js(script)` returns what a browser would (a data URL) or raises its error.
@@ -10,11 +11,15 @@ import base64
 import datetime
 import io
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import types
+import urllib.error
+import urllib.request
 from dataclasses import fields
 from pathlib import Path
 
@@ -135,7 +140,7 @@ class Colab:
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
-        return answer
+        return answer(script) if callable(answer) else answer
 
 
 @pytest.fixture
@@ -207,7 +212,7 @@ def test_a_bad_upload_is_an_error_naming_the_file(upload, role, name, data, word
         picker.files()
     message = str(caught.value)
     assert all(word in message for word in words), message
-    assert "\n" not in message and "pcavs-media-" not in message  # one line, the user's name, not our temp path
+    assert "\n" not in message and "pcavs-uploads-" not in message  # one line, the user's name, not our temp path
 
 
 def test_an_incomplete_upload_is_an_error(upload, big_photo):
@@ -244,8 +249,8 @@ def test_both_fileupload_value_shapes(value, expected):
 
 def test_unsafe_upload_names_stay_in_their_folder():
     medium = notebook.keep("face", "../../evil/../me.jpg", DEMO_FACE.read_bytes())
-    assert medium.name == "me.jpg" and medium.path.parent.name.startswith("pcavs-media-")
-    assert medium.path.parent.parent == Path(tempfile.gettempdir())
+    assert medium.name == "me.jpg" and medium.path.parent == notebook.upload_folder() / "face"
+    assert notebook.upload_folder().name.startswith("pcavs-uploads-")
 
 
 def test_an_unknown_source_is_refused():
@@ -443,3 +448,97 @@ def test_only_options_with_choices_get_a_dropdown():
 def test_download_outside_colab_says_where_the_video_is(tmp_path, capsys):
     notebook.download(tmp_path / "v.mp4")
     assert str(tmp_path / "v.mp4") in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- upload copies
+
+
+def test_upload_copies_live_in_one_folder_and_replace_each_other():
+    face = DEMO_FACE.read_bytes()
+    first = notebook.keep("face", "me.jpg", face)
+    voice = notebook.keep("audio", "hello.wav", DEMO_AUDIO.read_bytes())
+    again = notebook.keep("face", "me too.jpg", face)
+    folder = notebook.upload_folder()
+    assert first.path.parent.parent == voice.path.parent.parent == again.path.parent.parent == folder
+    assert not first.path.exists() and again.path.read_bytes() == face  # a new upload replaces the input's copy
+    assert [p.name for p in (folder / "face").iterdir()] == ["me too.jpg"]
+    assert [p.name for p in (folder / "audio").iterdir()] == ["hello.wav"]
+
+
+def test_the_upload_folder_is_removed_when_python_exits(tmp_path):
+    script = ("import sys; from pathlib import Path; from pcavs.app import notebook; "
+              "m = notebook.keep('face', 'me.jpg', Path(sys.argv[1]).read_bytes()); print(m.path)")
+    done = subprocess.run([sys.executable, "-c", script, str(DEMO_FACE)], capture_output=True, text=True,
+                          env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert done.returncode == 0, done.stderr
+    kept = Path(done.stdout.strip())
+    assert kept.name == "me.jpg" and kept.is_relative_to(tmp_path) and not kept.parent.parent.exists()
+
+
+# ---------------------------------------------------------------- the player
+
+
+@pytest.fixture(scope="session")
+def large_video(tmp_path_factory) -> Path:
+    """A real mp4 over the inline limit (16 frames of noise, lossless), standing in for a 60 s 1080p result:
+    above the limit the player's HTML does not depend on the video's size."""
+    path = tmp_path_factory.mktemp("large") / "result.mp4"
+    subprocess.run([ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "nullsrc=s=320x240:d=2:r=8,geq=random(1)*255:128:128", "-c:v", "libx264", "-qp", "0",
+                    "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)], check=True)
+    assert path.stat().st_size > notebook.INLINE_LIMIT
+    return path
+
+
+def player_html(path) -> str:
+    return notebook.show_video(path)._repr_html_()
+
+
+def test_a_small_video_is_embedded_once_with_its_name_escaped(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    video = tmp_path / 'talk <b>"&.mp4'
+    shutil.copy(DEMO_POSE, video)
+    page = player_html(video)
+    assert page.count("base64,") == 1 and page.count("<video") == 1 and "<b>" not in page
+    embedded = re.search(r'src="data:video/mp4;base64,([A-Za-z0-9+/=]+)"', page)[1]
+    assert base64.b64decode(embedded) == video.read_bytes()
+    link = re.search(r'<a download="([^"]*)" href="([^"]*)">Download ([^<]*)</a>', page)
+    assert link[1] == link[3] == "talk &lt;b&gt;&quot;&amp;.mp4"  # the name, HTML-escaped
+    assert link[2] == "talk%20%3Cb%3E%22%26.mp4"  # the file on disk, through the notebook server: no second copy
+
+
+def test_the_largest_embedded_video_stays_under_2_mb_of_html(tmp_path):
+    video = tmp_path / "edge.mp4"
+    video.write_bytes(DEMO_POSE.read_bytes().ljust(notebook.INLINE_LIMIT, b"\0"))  # an mp4 with padding after its end
+    page = player_html(video)
+    assert page.count("base64,") == 1 and len(page.encode()) < 2_000_000
+
+
+def test_a_large_video_plays_from_disk_in_jupyter(large_video, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "my results"
+    folder.mkdir()
+    shutil.copy(large_video, folder / "result.mp4")
+    page = player_html(folder / "result.mp4")
+    assert "base64" not in page and len(page.encode()) < 2_000_000
+    assert re.search(r'<video width="480" controls src="my%20results/result.mp4"></video>', page)
+    outside = player_html(large_video)  # not under the notebook's folder: the server cannot give it to the browser
+    assert "<video" not in outside and "too large to embed" in outside and str(large_video) in outside
+
+
+def test_a_large_video_plays_through_colabs_proxy(colab, large_video):
+    """In Colab a large video is served from this kernel and reached through the address Colab proxies to its port."""
+    colab.answers.append(lambda script: "http://127.0.0.1:{}/".format(re.search(r"proxyPort\((\d+)", script)[1]))
+    page = player_html(large_video)
+    assert "base64" not in page and len(page.encode()) < 2_000_000 and "<a download" not in page
+    assert "google.colab.kernel.proxyPort(" in colab.scripts[-1]
+    url = re.search(r'<video width="480" controls src="([^"]+)"></video>', page)[1]
+    data = large_video.read_bytes()
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.headers["Content-Type"] == "video/mp4" and response.read() == data
+    seek = urllib.request.Request(url, headers={"Range": "bytes=1000-1999"})  # what a player asks for when seeking
+    with urllib.request.urlopen(seek, timeout=30) as response:
+        assert response.status == 206 and response.read() == data[1000:2000]
+        assert response.headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
+    with pytest.raises(urllib.error.HTTPError, match="404"):
+        urllib.request.urlopen(url.rsplit("/", 2)[0] + "/guessed/result.mp4", timeout=30)

@@ -121,6 +121,7 @@ Input #0, matroska,webm, from 'film.mkv':
 def test_parse_reports_of_other_versions():
     phone = parse_report(OLD_PHONE_REPORT)
     assert (phone.video_codec, phone.rotation, phone.width, phone.height, phone.fps) == ("hevc", 90, 1080, 1920, 29.98)
+    assert phone.base_fps == 29.97  # "tbr": a variable-rate phone clip's average and base rates differ
     assert (phone.audio_codec, phone.sample_rate, phone.channels, phone.duration) == ("aac", 44100, 1, 3.52)
     film = parse_report(SURROUND_REPORT)
     assert film.duration == pytest.approx(3723.5) and film.start == pytest.approx(-0.007)

@@ -1,6 +1,8 @@
 """`pcavs.evaluate` and `pcavs eval` with synthesized SyncNet weights: both crop routes, pcavs's own videos
 (crop and full mode) and a video it did not make, the quality metrics, JSON, the plot, CSV runs and
-`generate --eval`. Clips are short (10-25 frames) but one: the kit's 160-frame video, which must score as the official code."""
+`generate --eval`, and videos at other and variable frame rates (brought to 25 fps first, as run_pipeline.py does).
+Clips are short (10-30 frames) but the kit's 160-frame video, which must score as the official code (and, in
+the slow run, its 20 fps, 30 fps and variable-rate re-encodings as it does)."""
 from __future__ import annotations
 
 import json
@@ -22,6 +24,20 @@ from pcavs.faces.sources import Identity
 from pcavs.media.video import VideoWriter
 
 KIT_VIDEO = DATA / "syncnet" / "sync.mp4"  # 224x224 face crop, 6.4 s: a video pcavs did not make
+RATES = ("30", "20", "vfr")  # re-encodings of a 25 fps clip: 30 fps, 20 fps, and 30 fps then 20 fps (variable)
+
+
+def at_rates(source, folder, seconds: float) -> dict:
+    """`source` at 30 fps, 20 fps and a variable rate (30 fps for the first half, then 20 fps, with the frames' own
+    times), each as long as the source: the picture on screen at each time is the source's."""
+    half = seconds / 2
+    filters = {"30": "fps=30", "20": "fps=20", "vfr": f"fps=30,select='lt(t\\,{half})+not(eq(mod(n\\,3)\\,2))'"}
+    made = {}
+    for rate, graph in filters.items():
+        made[rate] = folder / f"rate {rate}.mp4"
+        ffmpeg("-i", str(source), "-vf", graph, "-fps_mode", "vfr" if rate == "vfr" else "auto", "-c:v", "libx264",
+               "-crf", "18", "-c:a", "copy", str(made[rate]))
+    return made
 
 
 @pytest.fixture(scope="module")
@@ -137,6 +153,53 @@ def test_a_reference_without_a_face_is_a_clear_error(media, syncnet_file):
 def test_separate_audio(media, syncnet_file):
     result = evaluate(media["silent"], audio=media["speech"], syncnet=syncnet_file, device="cpu", progress=False)
     assert result.sync.num_windows == 10 - 5 and result.audio == str(media["speech"])
+
+
+# ---------------------------------------------------------------- frame rates
+
+
+@pytest.fixture(scope="module")
+def loaded(syncnet_file):
+    from pcavs.metrics.syncnet import load_syncnet
+
+    return load_syncnet(syncnet_file)
+
+
+@pytest.fixture(scope="module")
+def short_rates(tmp_path_factory) -> dict:
+    """The first 1.2 s of the kit's video (30 frames at 25 fps) and its re-encodings at other rates."""
+    folder = tmp_path_factory.mktemp("rates")
+    cut = folder / "cut.mp4"
+    ffmpeg("-i", str(KIT_VIDEO), "-t", "1.2", "-c:v", "libx264", "-crf", "18", "-c:a", "aac", str(cut))
+    return {"25": cut, **at_rates(cut, folder, 1.2)}
+
+
+def test_any_frame_rate_is_brought_to_25_fps_first(short_rates, loaded):
+    """SyncNet pairs each frame with 40 ms of audio: 20 fps, 30 fps and variable-rate copies of a clip score its
+    30 frames (not 24, 36 or 31), with the same windows and nearly its LSE-D and LSE-C."""
+    results = {rate: evaluate(path, syncnet=loaded, device="cpu", progress=False) for rate, path in short_rates.items()}
+    original = results.pop("25")
+    assert (original.fps, original.resampled, original.num_frames) == (25, False, 30)
+    assert "frame rate                        25 fps" in original.summary()
+    for rate, result in results.items():
+        assert result.resampled and result.num_frames == 30 and result.sync.num_windows == 25, rate
+        assert result.offset == original.offset, rate
+        assert result.lse_d == pytest.approx(original.lse_d, abs=0.02) and result.lse_c == pytest.approx(original.lse_c, abs=0.02), rate
+        assert "brought to 25 fps as run_pipeline.py does" in result.summary() and result.to_dict()["resampled"] is True
+    assert results["30"].fps == 30 and results["20"].fps == 20 and results["vfr"].fps not in (20, 25, 30)
+
+
+@pytest.mark.slow
+def test_the_kit_video_scores_alike_at_20_30_and_a_variable_frame_rate(tmp_path, loaded):
+    """The 6.4 s kit video re-encoded: every copy scores 160 frames (154 windows) with the official numbers of the original."""
+    with np.load(DATA / "syncnet" / "golden_compact.npz") as golden:
+        lse_d, lse_c = float(golden["sync_minval"]), float(golden["sync_conf"])
+        windows, offset = int(golden["sync_num_windows"]), int(golden["sync_offset"])
+    for rate, path in at_rates(KIT_VIDEO, tmp_path, 6.4).items():
+        result = evaluate(path, syncnet=loaded, device="cpu", progress=False)
+        assert result.resampled and result.num_frames == 160 and result.sync.num_windows == windows, rate
+        assert result.offset == offset and result.lse_d == pytest.approx(lse_d, abs=0.01), rate
+        assert result.lse_c == pytest.approx(lse_c, abs=0.01), rate
 
 
 # ---------------------------------------------------------------- the command

@@ -20,9 +20,10 @@ from support.kits import DATA, require_kit
 from support.loopback import serve
 from pcavs.metrics import lipsync
 from pcavs.app.cli import main
-from pcavs.core.errors import InputError, NetworkError, WeightsError
+from pcavs.core.errors import InputError, NetworkError, OutOfMemoryError, WeightsError
 from pcavs.metrics.mfcc import mfcc
-from pcavs.metrics.syncnet import FILENAME, SyncNet, download_syncnet, find_syncnet, load_syncnet
+from pcavs.metrics.syncnet import PUBLISHED, URL, FILENAME, SyncNet, download_syncnet, find_syncnet, load_syncnet
+from pcavs.models.download import Published, fetch_file
 
 KIT = "syncnet_conformance"
 HERE = DATA / "syncnet"
@@ -270,6 +271,31 @@ def test_batching_does_not_change_the_embeddings(net, compact, scored):
     assert max_diff(lip, run.lip[:9]) < 1e-4 and max_diff(aud, run.aud[:9]) < 1e-4
 
 
+def test_out_of_memory_splits_the_batch_down_to_one_window(net, scored, monkeypatch):
+    """An injected device out-of-memory error for batches over 2 windows: the batch is halved (9 -> 4 -> 2), the
+    size that fit is kept for the rest of the video, and the embeddings are those of the unsplit run."""
+    run = scored("sync")
+    frames, samples = run.frames[0:14], run.samples[: 14 * 640]
+    tried = []
+    lip_tower = net.lip
+
+    def small_device(video):
+        tried.append(len(video))
+        if len(video) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+        return lip_tower(video)
+
+    monkeypatch.setattr(net, "lip", small_device)
+    lip, aud = lipsync.embed(net, frames, samples)
+    assert tried == [9, 4, 2, 2, 2, 2, 1]  # 9 windows; after 4 failed, batches of 2 to the end
+    assert max_diff(lip, run.lip[:9]) < 1e-4 and max_diff(aud, run.aud[:9]) < 1e-4
+
+    monkeypatch.setattr(net, "lip", lambda video: (_ for _ in ()).throw(torch.OutOfMemoryError("CUDA out of memory")))
+    with pytest.raises(OutOfMemoryError, match=r"out of memory even for one window \(SyncNet\)") as error:
+        lipsync.embed(net, frames, samples)
+    assert "\n" not in str(error.value)
+
+
 @pytest.mark.parametrize("delay", [3, -2, 0])
 def test_offset_sign_negative_when_the_audio_is_late(delay):
     """Audio `delay` frames late (video window i matches audio window i + delay) gives offset -delay."""
@@ -317,23 +343,69 @@ def server(tmp_path_factory, syncnet_file):
         yield served
 
 
+@pytest.fixture(scope="module")
+def as_published(syncnet_file) -> Published:
+    """The synthesized file described the way PUBLISHED describes the released one."""
+    data = syncnet_file.read_bytes()
+    return Published(FILENAME, hashlib.sha256(data).hexdigest(), len(data))
+
+
+def test_the_official_address_is_https_and_the_published_file_is_pinned():
+    assert URL.startswith("https://www.robots.ox.ac.uk/")
+    assert PUBLISHED == Published(FILENAME, "961e8696f888fce4f3f3a6c3d5b3267cf5b343100b238e79b2659bff2c605442", 54_573_114)
+
+
+def test_a_download_with_one_byte_changed_is_refused_and_nothing_is_installed(tmp_path, syncnet_file, as_published):
+    """What the installer does with its PUBLISHED record, here with the synthesized file's: the file itself is
+    installed and loads; the same file with one byte changed is refused, naming both hashes."""
+    data = bytearray(syncnet_file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    changed = hashlib.sha256(data).hexdigest()
+    with serve({"good.model": syncnet_file, "changed.model": bytes(data)}) as (base, _):
+        dest = tmp_path / "new" / FILENAME
+        with pytest.raises(WeightsError) as exc:
+            fetch_file(f"{base}/changed.model", dest, load_syncnet, published=as_published, progress=False)
+        assert not (tmp_path / "new").exists()
+        assert str(exc.value).startswith(
+            f"{base}/changed.model: not the published {FILENAME}: SHA-256 {changed} ({len(data):,} bytes), "
+            f"expected {as_published.sha256} ({len(data):,} bytes); ")
+        assert fetch_file(f"{base}/good.model", dest, load_syncnet, published=as_published, progress=False) == dest
+    assert dest.read_bytes() == syncnet_file.read_bytes()
+
+
 @pytest.mark.no_weights_env
-def test_cli_downloads_into_the_user_cache_where_eval_finds_it(tmp_path, monkeypatch, server, syncnet_file, capsys):
+def test_cli_refuses_a_file_that_is_not_the_published_one(tmp_path, monkeypatch, server, syncnet_file, capsys):
+    """A well-formed SyncNet checkpoint served on loopback that is not syncnet_v2.model: exit status 2, nothing installed."""
+    base, _ = server
+    monkeypatch.delenv("PCAVS_SYNCNET", raising=False)
+    assert main(["download", "syncnet", "--url", f"{base}/syncnet_v2.model"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"not the published {FILENAME}" in err and PUBLISHED.sha256 in err
+    assert not (tmp_path / "pcavs-home").exists()
+
+
+@pytest.mark.no_weights_env
+def test_cli_installs_a_local_copy_with_no_verify_where_eval_finds_it(tmp_path, monkeypatch, server, syncnet_file, capsys):
     base, hits = server
     monkeypatch.delenv("PCAVS_SYNCNET", raising=False)
-    assert main(["download", "syncnet", "--url", f"{base}/syncnet_v2.model"]) == 0
+    assert main(["download", "syncnet", "--from-file", str(syncnet_file), "--no-verify"]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith(f"pcavs: warning: {syncnet_file} is not the published {FILENAME} (SHA-256 ")
     installed = tmp_path / "pcavs-home" / FILENAME
-    assert str(installed) in capsys.readouterr().out
+    assert str(installed) in out
     assert installed.read_bytes() == syncnet_file.read_bytes() and find_syncnet() == installed
     assert sorted(p.name for p in installed.parent.iterdir()) == [FILENAME]  # no temporary files left
     count = len(hits)
     assert main(["download", "syncnet", "--url", f"{base}/syncnet_v2.model"]) == 0
     assert len(hits) == count  # installed: nothing fetched again
+    assert main(["download", "syncnet", "--check"]) == 2
+    assert f"{installed}: not the published {FILENAME}: SHA-256 {hashlib.sha256(installed.read_bytes()).hexdigest()}" \
+        in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name, error, message", [
-    ("wrong.model", WeightsError, "missing key 'netfcaud.3.bias'"),
-    ("truncated.model", WeightsError, "truncated or not a PyTorch checkpoint"),
+    ("wrong.model", WeightsError, "not the published syncnet_v2.model"),
+    ("truncated.model", WeightsError, "not the published syncnet_v2.model"),
     ("absent.model", NetworkError, "HTTP 404"),
 ])
 def test_a_bad_download_leaves_nothing(tmp_path, server, name, error, message):
@@ -346,7 +418,13 @@ def test_a_bad_download_leaves_nothing(tmp_path, server, name, error, message):
 
 def test_from_a_local_copy(tmp_path, syncnet_file, capsys):
     dest = tmp_path / "weights"
-    assert main(["download", "syncnet", "--from-file", str(syncnet_file), "--dest", str(dest)]) == 0
+    assert main(["download", "syncnet", "--from-file", str(syncnet_file), "--dest", str(dest)]) == 2
+    assert "--no-verify" in capsys.readouterr().err and not dest.exists()
+    assert main(["download", "syncnet", "--from-file", str(syncnet_file), "--dest", str(dest), "--no-verify"]) == 0
     assert (dest / FILENAME).read_bytes() == syncnet_file.read_bytes()
+    wrong = syncnet_weights.write(tmp_path / "wrong.model", _edited("missing"))
+    with pytest.warns(UserWarning, match="not the published"), pytest.raises(WeightsError, match="missing key 'netfcaud.3.bias'"):
+        download_syncnet(tmp_path / "other", from_file=wrong, verify=False, progress=False)
+    assert not (tmp_path / "other").exists()
     assert main(["download", "syncnet", "--from-zip", "demo.zip"]) == 2
     assert "--from-file syncnet_v2.model" in capsys.readouterr().err

@@ -1,14 +1,15 @@
-"""Installing the weights: a loopback HTTP server, hand-downloaded zips, a stand-in for gdown, and
-every broken archive or failed download leaving nothing behind. Never touches the network."""
+"""Installing the weights: a loopback HTTP server, hand-downloaded zips, a stand-in for gdown, every broken
+archive or failed download leaving nothing behind, files checked against their published SHA-256 and size
+as they stream, and the install-time record that catches a file changed later. Never touches the network."""
 from __future__ import annotations
 
 import hashlib
 import os
 import socket
-import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,11 +17,13 @@ from pcavs.models import download
 from pcavs.app.cli import main
 from pcavs.core.errors import InputError, NetworkError, WeightsError
 from support.loopback import serve
-from pcavs.models.weights import find_checkpoints, load_networks
+from pcavs.models.download import Published
+from pcavs.models.weights import RECORD, find_checkpoints, load_networks
 from support.pcavs_weights import synth_state_dict
 
 NETS = ("G", "V", "E", "A_sync")
-INSTALLED = sorted(f"latest_net_{n}.pth" for n in NETS)
+WEIGHT_FILES = sorted(f"latest_net_{n}.pth" for n in NETS)
+INSTALLED = sorted([*WEIGHT_FILES, RECORD])
 BY_HAND = "pcavs download --from-zip demo.zip"
 
 
@@ -95,18 +98,20 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_url_installs_then_second_call_does_nothing(tmp_path, server, synth_weights, monkeypatch):
+def test_url_installs_then_second_call_does_nothing(tmp_path, server, synth_weights):
     base, hits = server
-    monkeypatch.setitem(download.KNOWN_SHA256, "latest_net_A_sync.pth", sha256(synth_weights / "latest_net_A_sync.pth"))
     dest = tmp_path / "ckpt" / "demo"
     assert download.download_weights(dest, url=f"{base}/demo.zip", progress=False) == dest
-    assert leftovers(dest) == INSTALLED  # latest_net_D.pth is skipped
+    assert leftovers(dest) == INSTALLED  # latest_net_D.pth is skipped; SHA256SUMS records the others
     assert leftovers(dest.parent) == ["demo"]  # no temporary files
+    assert (dest / RECORD).read_text() == "".join(f"{sha256(synth_weights / name)}  {name}\n" for name in WEIGHT_FILES)
     load_networks(dest)
     count = len(hits)
-    start = time.perf_counter()
+    before = {name: os.stat(dest / name) for name in INSTALLED}
     assert download.download_weights(dest, url=f"{base}/demo.zip") == dest
-    assert len(hits) == count and time.perf_counter() - start < 1  # found, not fetched again
+    assert len(hits) == count  # found: nothing fetched again
+    after = {name: os.stat(dest / name) for name in INSTALLED}
+    assert all((before[n].st_ino, before[n].st_mtime_ns) == (after[n].st_ino, after[n].st_mtime_ns) for n in INSTALLED)
 
 
 @pytest.mark.no_weights_env
@@ -125,6 +130,29 @@ def test_cli_from_zip_into_the_user_cache(tmp_path, zips, monkeypatch, capsys):
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     assert find_checkpoints() == home / "demo"
+    assert main(["download", "--check"]) == 0  # the weights pcavs would load: the user cache
+    assert capsys.readouterr().out.startswith(f"ok: {home / 'demo'}: every file has the SHA-256 recorded in {RECORD}")
+
+
+@pytest.mark.no_weights_env
+def test_a_file_changed_after_the_install_is_caught_on_load_and_by_check(tmp_path, zips, synth_weights, capsys):
+    """demo.zip has no published hash: the SHA-256 recorded at install time catches a cache corrupted later."""
+    dest = tmp_path / "demo"
+    download.download_weights(dest, zip_path=zips["good"], progress=False)
+    changed = dest / "latest_net_A_sync.pth"
+    data = bytearray(changed.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one bit, inside a tensor: the file still loads
+    changed.write_bytes(bytes(data))
+    was, now = sha256(synth_weights / changed.name), hashlib.sha256(data).hexdigest()
+    with pytest.raises(WeightsError, match=rf"latest_net_A_sync\.pth: SHA-256 {now} is not {was}, recorded in {RECORD}") as exc:
+        load_networks(dest)
+    assert f"delete {dest} and run `pcavs download` again" in one_line(exc)
+    assert main(["download", "--check", "--dest", str(dest)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and now in err and was in err
+    (dest / RECORD).unlink()  # weights placed by hand: keys and shapes are all there is to check
+    assert main(["download", "--check", "--dest", str(dest)]) == 0
+    assert f"it has no {RECORD}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case, message", [
@@ -165,10 +193,9 @@ def test_silent_server_times_out(tmp_path, monkeypatch):
     with socket.socket() as silent:  # accepts connections (the kernel does) but never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
-        start = time.perf_counter()
-        with pytest.raises(NetworkError, match=r"failed \(timed out\)") as exc:
+        with pytest.raises(NetworkError, match=r"failed \(timed out\)") as exc:  # without a timeout it would wait forever
             download.download_weights(tmp_path / "demo", url=f"http://127.0.0.1:{silent.getsockname()[1]}/demo.zip")
-    assert time.perf_counter() - start < 5 and BY_HAND in one_line(exc)
+    assert BY_HAND in one_line(exc)
     assert leftovers(tmp_path) == []
 
 
@@ -212,10 +239,7 @@ def test_interrupt_while_verifying_leaves_nothing(tmp_path, zips, monkeypatch):
     assert leftovers(tmp_path) == []
 
 
-def test_known_sha256_mismatch_and_size_cap(tmp_path, zips, monkeypatch):
-    monkeypatch.setitem(download.KNOWN_SHA256, "latest_net_A_sync.pth", "0" * 64)
-    with pytest.raises(WeightsError, match=r"\(latest_net_A_sync\.pth\): SHA-256 .* is not the released file's"):
-        download.download_weights(tmp_path / "demo", zip_path=zips["good"], progress=False)
+def test_size_cap(tmp_path, zips, monkeypatch):
     monkeypatch.setattr(download, "MAX_TOTAL_BYTES", 400 << 20)
     with pytest.raises(WeightsError, match=r"would unpack to \d+ MiB \(limit 400 MiB\)"):
         download.download_weights(tmp_path / "demo", zip_path=zips["good"], progress=False)
@@ -289,7 +313,7 @@ def test_google_drive_failures(tmp_path, monkeypatch, behaviour, message):
 def test_truncated_file_in_dest_is_not_complete(tmp_path, synth_weights):
     dest = tmp_path / "demo"
     dest.mkdir()
-    for name in INSTALLED:
+    for name in WEIGHT_FILES:
         os.link(synth_weights / name, dest / name)  # hard links: no copying, and the originals stay intact below
     assert download.weights_complete(dest)
     data = (dest / "latest_net_E.pth").read_bytes()
@@ -332,3 +356,95 @@ def test_fetch_file_failures_leave_nothing(tmp_path, server, zips, case, error, 
         download.fetch_file(f"{base}/{name}", dest, _must_be_a_zip, progress=False, command="pcavs download gfpgan")
     one_line(exc)
     assert not (tmp_path / "new").exists()  # the folders it made are gone, and no partial file is anywhere
+
+
+# ---------------------------------------------------------------- files with a published SHA-256 and size
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory) -> tuple[Published, bytes]:
+    """A file standing in for a released one (a small zip), described as its publisher would: name, SHA-256, size."""
+    path = write_zip(tmp_path_factory.mktemp("published") / "model.zip", {"weights.bin": np.random.default_rng(0).bytes(1 << 20)})
+    data = path.read_bytes()
+    return Published("model.bin", hashlib.sha256(data).hexdigest(), len(data)), data
+
+
+@pytest.fixture(scope="module")
+def mirror(published):
+    """Serves the published file and altered copies; the `unsized-*` ones without a Content-Length."""
+    _, data = published
+    changed = bytearray(data)
+    changed[len(data) // 2] ^= 0x01  # one byte inside a stored entry: still a readable zip, only the hash tells
+    files = {"model.bin": data, "changed.bin": bytes(changed), "longer.bin": data + b"x",
+             "unsized-changed.bin": bytes(changed), "unsized-longer.bin": data + b"x"}
+    with serve(files, unsized=["unsized-changed.bin", "unsized-longer.bin"]) as served:
+        yield served
+
+
+def test_the_published_file_is_installed(tmp_path, mirror, published):
+    base, _ = mirror
+    spec, data = published
+    dest = tmp_path / "models" / "model.bin"
+    assert download.fetch_file(f"{base}/model.bin", dest, _must_be_a_zip, published=spec, progress=False) == dest
+    assert dest.read_bytes() == data and leftovers(dest.parent) == ["model.bin"]
+
+
+@pytest.mark.parametrize("name, words", [
+    ("changed.bin", "SHA-256 {got} ({size:,} bytes), expected {sha} ({size:,} bytes)"),  # one byte changed
+    ("unsized-changed.bin", "SHA-256 {got} ({size:,} bytes), expected {sha} ({size:,} bytes)"),
+    ("longer.bin", "the server offers {more:,} bytes, expected {size:,} (SHA-256 {sha})"),  # refused before the body
+    ("unsized-longer.bin", "longer than its {size:,} bytes (SHA-256 {sha})"),  # refused as soon as it is longer
+])
+def test_a_file_that_is_not_the_published_one_is_refused_and_nothing_is_installed(tmp_path, mirror, published, name, words):
+    base, _ = mirror
+    spec, data = published
+    changed = bytearray(data)
+    changed[len(data) // 2] ^= 0x01
+    expected = words.format(got=hashlib.sha256(changed).hexdigest(), sha=spec.sha256, size=spec.size, more=spec.size + 1)
+    dest = tmp_path / "new" / "models" / "model.bin"
+    with pytest.raises(WeightsError, match="not the published model.bin") as exc:
+        download.fetch_file(f"{base}/{name}", dest, _must_be_a_zip, published=spec, progress=False)
+    text = one_line(exc)
+    assert text.startswith(f"{base}/{name}: ") and expected in text, text
+    assert "check the address, or download" in text
+    assert not (tmp_path / "new").exists()  # nothing installed, no partial file, not even the folders
+
+
+def test_a_local_copy_that_is_not_the_published_file_needs_verify_false(tmp_path, published):
+    spec, _ = published
+    other = write_zip(tmp_path / "mine.zip", {"weights.bin": b"my own weights"})  # a good zip, but not the published file
+    dest = tmp_path / "models" / "model.bin"
+    with pytest.raises(WeightsError, match=rf"{other}: not the published model\.bin: SHA-256 {sha256(other)} .* "
+                                           rf"expected {spec.sha256}") as exc:
+        download.fetch_file("https://example.invalid/model.bin", dest, _must_be_a_zip, published=spec, from_file=other)
+    assert "--no-verify" in one_line(exc) and not dest.exists()
+    with pytest.warns(UserWarning, match=rf"{other} is not the published model\.bin \(SHA-256 {sha256(other)}.*"
+                                         rf"expected {spec.sha256}.*installing it anyway \(--no-verify\)"):
+        download.fetch_file("https://example.invalid/model.bin", dest, _must_be_a_zip, published=spec, from_file=other,
+                            verify=False)
+    assert dest.read_bytes() == other.read_bytes()
+
+
+def test_verify_false_is_only_for_a_local_copy(tmp_path, mirror, published):
+    base, hits = mirror
+    count = len(hits)
+    with pytest.raises(InputError, match=r"only for a file you have \(--from-file\)"):
+        download.fetch_file(f"{base}/changed.bin", tmp_path / "model.bin", _must_be_a_zip, published=published[0], verify=False)
+    assert len(hits) == count and leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("model", ["pcavs", "gfpgan", "syncnet"])
+@pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://127.0.0.1/model.bin", "127.0.0.1/model.bin"])
+def test_url_must_be_http_or_https_for_every_model(tmp_path, capsys, model, url):
+    assert main(["download", model, "--url", url, "--dest", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert "not an http:// or https:// address" in err and err.count("\n") == 1
+    assert leftovers(tmp_path) == []
+
+
+def test_no_verify_and_check_take_no_download_source(tmp_path, capsys):
+    assert main(["download", "gfpgan", "--no-verify", "--dest", str(tmp_path)]) == 2
+    assert "--no-verify is only for --from-file" in capsys.readouterr().err
+    assert main(["download", "--check", "--url", "https://example.invalid/demo.zip"]) == 2
+    assert "--check installs nothing" in capsys.readouterr().err
+    assert leftovers(tmp_path) == []

@@ -234,6 +234,28 @@ def test_every_golden_array_of_the_kit(restorer, checkpoint):
     assert np.allclose(golden["similarity"], ffhq.crop_to_ffhq(), atol=1e-12)
 
 
+def test_out_of_memory_splits_the_batch_down_to_one_face(restorer, subset, monkeypatch):
+    """An injected device out-of-memory error for batches over one face: the batch of 2 is split, the size that fit
+    is kept, and each face is restored as the kit's golden face 0 is."""
+    restorer = Restorer(restorer.net, restorer.device)  # the loaded network, with batches of its own
+    tried = []
+    forward = restorer.net.forward
+
+    def small_device(faces, *args, **kwargs):
+        tried.append(len(faces))
+        if len(faces) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB (injected)")
+        return forward(faces, *args, **kwargs)
+
+    monkeypatch.setattr(restorer.net, "forward", small_device)
+    restored = restorer(np.stack([read_rgb(INPUT_0)] * 2), batch_size=2)
+    assert tried == [2, 1, 1] and restorer.batches.limit == 1
+    assert np.array_equal(restored[0], restored[1])
+    for name, expected in subset.items():
+        if name.startswith("restored_bgr_uint8"):
+            assert max_diff(_cut({"restored_bgr_uint8": restored[:1, ..., ::-1]}, name), expected) <= UINT8_TOL, name
+
+
 def test_restorer_checks_its_input(restorer):
     for bad in (np.zeros((512, 512, 3), np.uint8), np.zeros((1, 224, 224, 3), np.uint8), np.zeros((1, 512, 512, 3))):
         with pytest.raises(InputError, match="faces: expected"):

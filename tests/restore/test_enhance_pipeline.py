@@ -1,8 +1,10 @@
 """enhance="gfpgan" in a job: the real CLI on a 1080p photo, the crop and grid frames, the blend weight,
-the flicker remedy, and the GFPGAN download (a loopback server, never the network). Restoring a 512
+the flicker remedy, and the GFPGAN download (a loopback server, never the network; the synthesized
+checkpoint is not the published file, so a download of it is refused and a local copy needs --no-verify). Restoring a 512
 face costs seconds on a CPU, so every job here is one to three frames long."""
 from __future__ import annotations
 
+import hashlib
 import math
 import socket
 import subprocess
@@ -194,45 +196,68 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
 
 
-def test_cli_download_installs_into_the_user_cache(server, capsys, monkeypatch):
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def test_a_download_that_is_not_the_published_file_is_refused(server, gfpgan_checkpoint, capsys, monkeypatch):
+    """A well-formed GFPGAN v1.4 checkpoint that is not the released file: refused, naming both hashes; nothing installed."""
     base, hits = server
     monkeypatch.delenv(enhance.ENV, raising=False)
-    assert main(["download", "gfpgan", "--url", f"{base}/{FILENAME}"]) == 0
+    assert main(["download", "gfpgan", "--url", f"{base}/{FILENAME}"]) == 2
+    err = capsys.readouterr().err
+    size = gfpgan_checkpoint.stat().st_size
+    assert err.count("\n") == 1 and f"{base}/{FILENAME}: not the published {FILENAME}" in err
+    assert size != enhance.PUBLISHED.size  # so it is refused from the announced length, before the body
+    assert f"offers {size:,} bytes, expected {enhance.PUBLISHED.size:,} (SHA-256 {enhance.PUBLISHED.sha256})" in err
+    assert not enhance.default_path().parent.exists() and hits[-1] == f"/{FILENAME}"
+
+
+def test_a_copy_the_user_has_installs_with_no_verify_into_the_user_cache(server, gfpgan_checkpoint, capsys, monkeypatch):
+    base, hits = server
+    monkeypatch.delenv(enhance.ENV, raising=False)
+    assert main(["download", "gfpgan", "--from-file", str(gfpgan_checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert f"{gfpgan_checkpoint}: not the published {FILENAME}: SHA-256 {sha256(gfpgan_checkpoint)}" in err
+    assert f"expected {enhance.PUBLISHED.sha256}" in err and "--no-verify" in err
+    assert not enhance.default_path().parent.exists()
+    assert main(["download", "gfpgan", "--from-file", str(gfpgan_checkpoint), "--no-verify"]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith(f"pcavs: warning: {gfpgan_checkpoint} is not the published {FILENAME}") and err.count("\n") == 1
     installed = enhance.default_path()
-    assert str(installed) in capsys.readouterr().out
-    assert leftovers(installed.parent) == [FILENAME]  # no temporary file left beside it
-    assert enhance.find_checkpoint() == installed
+    assert str(installed) in out and leftovers(installed.parent) == [FILENAME]  # no temporary file left beside it
+    assert installed.read_bytes() == gfpgan_checkpoint.read_bytes() and enhance.find_checkpoint() == installed
     count = len(hits)
     assert main(["download", "gfpgan", "--url", f"{base}/{FILENAME}"]) == 0 and len(hits) == count  # nothing fetched again
+    assert main(["download", "gfpgan", "--check"]) == 2  # installed, but not the published file
+    assert f"{installed}: not the published {FILENAME}" in capsys.readouterr().err
 
 
-def test_first_enhance_use_downloads_asking_nothing(server, monkeypatch):
+def test_first_enhance_use_downloads_asking_nothing_and_verifies(server, monkeypatch):
     base, hits = server
     monkeypatch.delenv(enhance.ENV, raising=False)
     monkeypatch.setattr(enhance, "URL", f"{base}/{FILENAME}")
-    restorer = Restorer.from_pretrained(device="cpu")
-    assert enhance.default_path().is_file() and hits[-1] == f"/{FILENAME}"
-    assert sum(t.numel() for t in restorer.net.state_dict().values()) > 80_000_000
+    with pytest.raises(WeightsError, match=f"not the published {FILENAME}"):
+        Restorer.from_pretrained(device="cpu")
+    assert hits[-1] == f"/{FILENAME}" and not enhance.default_path().parent.exists()
 
 
 def test_download_refuses_a_wrong_file_and_leaves_nothing(server, tmp_path, capsys):
     base, _ = server
     dest = tmp_path / "models"
     assert main(["download", "gfpgan", "--url", f"{base}/page.html", "--dest", str(dest)]) == 2
-    assert f"pcavs: {base}/page.html: truncated or not a PyTorch checkpoint" in capsys.readouterr().err
+    assert f"pcavs: {base}/page.html: not the published {FILENAME}: the server offers" in capsys.readouterr().err
     assert not dest.exists()
     wrong = tmp_path / "G.pth"
     import torch
 
     torch.save({"params_ema": {"conv.weight": torch.zeros(2)}}, wrong)
-    assert main(["download", "gfpgan", "--from-file", str(wrong), "--dest", str(dest)]) == 2
+    assert main(["download", "gfpgan", "--from-file", str(wrong), "--dest", str(dest), "--no-verify"]) == 2
     assert f"pcavs: {wrong}: missing key" in capsys.readouterr().err and not dest.exists()
-
-
-def test_download_from_a_copy_the_user_has(gfpgan_checkpoint, tmp_path, capsys):
-    dest = tmp_path / "mine" / "GFPGANv1.4.pth"
-    assert main(["download", "gfpgan", "--from-file", str(gfpgan_checkpoint), "--dest", str(dest)]) == 0
-    assert dest.read_bytes()[:64] == gfpgan_checkpoint.read_bytes()[:64] and dest.stat().st_size == gfpgan_checkpoint.stat().st_size
 
 
 def test_missing_weights_offline_says_where_pcavs_looked(monkeypatch):

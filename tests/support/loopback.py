@@ -12,14 +12,16 @@ LIFETIME_S = 300  # the server stops after this, whatever happens to the test
 
 
 @contextlib.contextmanager
-def serve(files: Mapping[str, Path | bytes], cut: Iterable[str] = ()) -> Iterator[tuple[str, list[str]]]:
+def serve(files: Mapping[str, Path | bytes], cut: Iterable[str] = (), unsized: Iterable[str] = ()) -> Iterator[tuple[str, list[str]]]:
     """Serve `files` (name -> a file or its bytes); yields (base URL, the paths requested so far).
 
     The names in `cut` announce twice their length and send it once: a connection that breaks off.
-    Unknown names get a 404.
+    The names in `unsized` are sent without a Content-Length (the body ends when the connection
+    closes), so the client cannot know the length before the bytes arrive. Unknown names get a 404.
     """
     hits: list[str] = []
     broken = set(cut)
+    no_length = set(unsized)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
@@ -31,7 +33,8 @@ def serve(files: Mapping[str, Path | bytes], cut: Iterable[str] = ()) -> Iterato
             source = files[name]
             size = len(source) if isinstance(source, bytes) else source.stat().st_size
             self.send_response(200)
-            self.send_header("Content-Length", str(2 * size if name in broken else size))
+            if name not in no_length:
+                self.send_header("Content-Length", str(2 * size if name in broken else size))
             self.end_headers()
             if isinstance(source, bytes):
                 self.wfile.write(source)
