@@ -68,7 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run on Ray (after the jobs file): the cluster at $RAY_ADDRESS or a new local one, or the one at ADDRESS")
     batch.add_argument("--workers", type=int, help="Ray workers (default: one per GPU, else one per 4 CPUs)")
     batch.add_argument("--results", help="the results table (default: <jobs>.results.csv beside the jobs file)")
-    batch.add_argument("--overwrite", action="store_true", help="redo rows whose output already is a complete video")
+    batch.add_argument("--overwrite", action="store_true",
+                       help="redo rows whose output already is a complete video, and replace outputs that are not")
+    batch.add_argument("--row-timeout", type=float, metavar="SECONDS",
+                       help="stop and fail a row still running after this long (default: 10 minutes plus 10 s per "
+                            "frame of its audio, 50 s with --enhance)")
     _job_options(batch)
 
     demo = commands.add_parser("demo", help="run the bundled demo photo, voice and pose clip")
@@ -164,7 +168,7 @@ def run_batch(args: argparse.Namespace) -> int:
 
     try:
         report = batch(args.jobs, ray=args.ray, workers=args.workers, results=args.results, overwrite=args.overwrite,
-                       **_model(args), **asdict(options.from_arguments(args)))
+                       row_timeout=args.row_timeout, **_model(args), **asdict(options.from_arguments(args)))
     except KeyboardInterrupt:
         print("pcavs: interrupted; the videos already finished are in place (run again to do the rest)", file=sys.stderr)
         return 130

@@ -4,23 +4,27 @@ Frames never pass through Ray: a worker reads a row's inputs and writes its vide
 shared filesystem itself (atomically, through VideoWriter) and returns a small RowResult.
 A worker that dies mid-row (killed, out of memory, its node lost) is replaced, and its row
 runs again on another worker, at most MAX_RETRIES times; the dead writer's temporary file
-is removed. Ctrl-C stops every worker and keeps the videos already finished.
+is removed. A row still running at its time limit is stopped the same way (its worker is
+killed and replaced) and fails. A WeightsError, at a worker's start or in a row, stops the
+batch, as it does on the local engine. Ctrl-C stops every worker and keeps the videos already
+finished.
 """
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import Callable
 
-from ..core.errors import InputError, PcavsError, one_line
-from ..core.files import remove_parts
+from ..core.errors import InputError, PcavsError, WeightsError, one_line
+from ..core.files import join_run, remove_parts
 from ..generation.pipeline import Pipeline
 from ..models.weights import find_checkpoints
-from .jobs import ERROR_CHARS, Job, RowResult, run_job
+from .jobs import ERROR_CHARS, Job, RowResult, row_limit, run_job, timed_out
 
 MAX_RETRIES = 2  # runs of a row after the first, when its worker dies under it
 CPU_THREADS = 4  # threads per CPU worker when the number of workers is not given
-WAIT = 1.0  # seconds per wait for a finished row: how soon Ctrl-C is seen
+WAIT = 1.0  # seconds per wait for a finished row: how soon Ctrl-C and a row past its time limit are seen
 INSTALL = 'pip install "pcavs[ray]"'
 
 
@@ -36,7 +40,8 @@ def import_ray():
 class Worker:
     """One worker: a Pipeline loaded once, then rows one after another (run as a Ray actor)."""
 
-    def __init__(self, model: dict, threads: int | None):
+    def __init__(self, model: dict, threads: int | None, run: str):
+        join_run(run)
         if threads:
             import torch
 
@@ -44,10 +49,10 @@ class Worker:
         self.pipeline, self.error = None, None
         try:
             self.pipeline = Pipeline.from_pretrained(**model)
-        except PcavsError as exc:  # reported by ready(): the batch stops with this message
-            self.error = str(exc)
+        except PcavsError as exc:  # reported by ready(): the batch stops with it
+            self.error = exc
 
-    def ready(self) -> str | None:
+    def ready(self) -> PcavsError | None:
         """None once the networks are loaded, else why they could not be."""
         return self.error
 
@@ -97,16 +102,19 @@ def worker_model(model: dict, gpus: bool) -> dict:
     return model
 
 
-def run_ray(jobs: list[Job], model: dict, overwrite: bool, done: Callable[[RowResult], None], *,
-            address: str = "auto", workers: int | None = None) -> None:
-    """Run `jobs` on Ray workers, calling `done(result)` as each row finishes (in finishing order)."""
+def run_ray(jobs: list[Job], model: dict, overwrite: bool, done: Callable[[RowResult], None], *, run: str,
+            row_timeout: float | None, address: str = "auto", workers: int | None = None) -> None:
+    """Run `jobs` on Ray workers, calling `done(result)` as each row finishes (in finishing order).
+
+    `run` is the batch's id (its workers' temporary files carry it); `row_timeout` as for `pcavs.batch`."""
     ray = import_ray()
     owned = connect(ray, address)
     try:
         node_cpus = [node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")]
         count, resources, threads = plan(ray.cluster_resources(), node_cpus, workers)
         actor, arguments = ray.remote(Worker).options(**resources), worker_model(model, "num_gpus" in resources)
-        Dispatcher(ray, lambda: actor.remote(arguments, threads), min(count, len(jobs)), overwrite, done).run(jobs)
+        start = lambda: actor.remote(arguments, threads, run)  # noqa: E731
+        Dispatcher(ray, start, min(count, len(jobs)), overwrite, done, run, row_timeout).run(jobs)
     finally:
         if owned:
             ray.shutdown()
@@ -115,10 +123,13 @@ def run_ray(jobs: list[Job], model: dict, overwrite: bool, done: Callable[[RowRe
 class Dispatcher:
     """Hands rows to idle workers, one at a time each; replaces dead workers and requeues their rows."""
 
-    def __init__(self, ray, start: Callable, size: int, overwrite: bool, done: Callable[[RowResult], None]):
+    def __init__(self, ray, start: Callable, size: int, overwrite: bool, done: Callable[[RowResult], None], run: str,
+                 row_timeout: float | None):
         self.ray, self.start, self.size, self.overwrite, self.done = ray, start, size, overwrite, done
+        self.run_id, self.row_timeout = run, row_timeout
         self.loading: dict = {}  # ready() reference -> worker
         self.running: dict = {}  # run() reference -> (worker, job)
+        self.deadlines: dict = {}  # run() reference -> (time.monotonic() when the row is stopped, its limit)
         self.idle: list = []
         self.attempts: dict[int, int] = {}
         self.load_deaths = 0
@@ -131,13 +142,17 @@ class Dispatcher:
             while queue or self.running:
                 while self.idle and queue:
                     worker, job = self.idle.pop(), queue.popleft()
-                    self.running[self._submit(worker, job)] = (worker, job)
+                    limit = row_limit(job, self.row_timeout)
+                    ref = self._submit(worker, job)
+                    self.running[ref] = (worker, job)
+                    self.deadlines[ref] = (time.monotonic() + limit, limit)
                 finished, _ = self.ray.wait(list(self.running) + list(self.loading), num_returns=1, timeout=WAIT)
                 for ref in finished:
                     if ref in self.loading:
                         self._loaded(ref)
                     else:
                         self._finished(ref, queue)
+                self._stop_late()
         finally:
             self._stop_all()
 
@@ -161,21 +176,36 @@ class Dispatcher:
             self._spawn()
             return
         if error is not None:
-            raise PcavsError(error)  # the weights: no row can run anywhere
+            raise error  # the weights: no row can run anywhere
         self.idle.append(worker)
+
+    def _stop_late(self) -> None:
+        """Fail the rows past their time limit: their workers are killed (with what the row was writing) and replaced."""
+        now = time.monotonic()
+        for ref in [ref for ref, (deadline, _) in self.deadlines.items() if deadline <= now]:
+            worker, job = self.running.pop(ref)
+            _, limit = self.deadlines.pop(ref)
+            self._kill(worker)
+            remove_parts(job.out, self.run_id)
+            self.done(timed_out(job, limit))
+            self._spawn()
 
     def _finished(self, ref, queue: deque) -> None:
         worker, job = self.running.pop(ref)
+        self.deadlines.pop(ref)
         try:
             result = self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as exc:  # raised past run_job: a failure of this row, not the worker's
-            reason = one_line(f"internal error: {getattr(exc, 'cause', None) or exc}", ERROR_CHARS)
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, WeightsError):  # as on the local engine: no row can run, the batch stops
+                raise WeightsError(str(cause)) from None
+            reason = one_line(f"internal error: {cause or exc}", ERROR_CHARS)
             self.done(RowResult(job.row, str(job.out), "failed", reason))
             self.idle.append(worker)
             return
         except self.ray.exceptions.RayError as exc:  # the worker died under the row
             self._kill(worker)
-            remove_parts(job.out)
+            remove_parts(job.out, self.run_id)
             tries = self.attempts.get(job.row, 0) + 1
             self.attempts[job.row] = tries
             if tries > MAX_RETRIES:
@@ -199,8 +229,8 @@ class Dispatcher:
         for worker in self.idle + list(self.loading.values()) + [w for w, _ in self.running.values()]:
             self._kill(worker)
         for _, job in self.running.values():
-            remove_parts(job.out)
-        self.idle, self.loading, self.running = [], {}, {}
+            remove_parts(job.out, self.run_id)
+        self.idle, self.loading, self.running, self.deadlines = [], {}, {}, {}
 
 
 def _reason(exc: BaseException) -> str:

@@ -1,11 +1,13 @@
 """What both batch engines share: the rows of a jobs table as validated jobs, the name of each output,
-whether an output already is a complete video, one row run on a loaded `Pipeline`, and the results table.
+whether an output already is a complete video, one row run on a loaded `Pipeline`, how long a row may
+run, and the results table.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import difflib
+import math
 import os
 import re
 import socket
@@ -17,11 +19,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..core.errors import InputError, PcavsError, WeightsError, one_line
-from ..core.files import AtomicFile, remove_parts
+from ..core.files import AtomicFile
 from ..core.options import MODEL_OPTIONS, Options, names as option_names
 from ..core.tables import Table, read_table
 from ..media.audio import load_speech
 from ..media.ffmpeg import WHOLE, file_url, run
+from ..media.probe import probe
+from ..media.video import FPS
 from ..models.mel import num_frames
 
 MEDIA_COLUMNS = ("face", "audio", "pose", "out")
@@ -33,6 +37,12 @@ NOT_PER_ROW = tuple(spec.name for spec in dataclasses.fields(Options) if not spe
 VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v")
 SAVE_EVERY = 5.0  # seconds between rewrites of the results table while rows finish
 ERROR_CHARS = 300  # a row's error in the results table
+# The automatic row timeout: every row gets ROW_TIMEOUT_BASE seconds (reading and aligning its inputs) plus, per
+# frame of its audio, about 15 times the generator's time per frame on a 2-core CPU (far more on a GPU), or
+# with enhance= the same margin over GFPGAN's 5.7 times the generator's cost.
+ROW_TIMEOUT_BASE = 600.0
+ROW_TIMEOUT_PER_FRAME = 10.0
+ROW_TIMEOUT_PER_RESTORED_FRAME = 50.0
 
 
 @dataclass(frozen=True)
@@ -181,16 +191,43 @@ def expected_frames(job: Job) -> int:
 
 
 def complete_frames(job: Job) -> int | None:
-    """The frame count of `job.out` when it is a complete video for this row (decodes whole, right length), else None."""
+    """The frame count of `job.out` when it is a complete video for this row (decodes whole, right length), else None.
+
+    An unreadable audio raises its InputError: the row fails for it without running.
+    """
     if not job.out.is_file():
         return None
     frames = decoded_frames(job.out)
     if frames is None:
         return None
+    return frames if frames == expected_frames(job) else None
+
+
+def check_timeout(row_timeout: float | None) -> None:
+    """A row timeout is a positive number of seconds, or None (automatic)."""
+    if row_timeout is not None and (isinstance(row_timeout, bool) or not isinstance(row_timeout, (int, float))
+                                    or not row_timeout > 0 or row_timeout != row_timeout):
+        raise InputError(f"row_timeout: {row_timeout!r} must be a positive number of seconds")
+
+
+def row_limit(job: Job, row_timeout: float | None) -> float:
+    """The seconds `job` may run (its model load left out): `row_timeout`, or when None ROW_TIMEOUT_BASE plus
+    ROW_TIMEOUT_PER_FRAME per frame of its audio (ROW_TIMEOUT_PER_RESTORED_FRAME with enhance=)."""
+    if row_timeout is not None:
+        return float(row_timeout)
     try:
-        return frames if frames == expected_frames(job) else None
-    except PcavsError:  # the audio is unreadable now: the row must run (and fail) again
-        return None
+        seconds = probe(job.audio if job.audio is not None else job.options.mouth).duration or 0.0
+    except PcavsError:  # unreadable: the row fails on its own, quickly
+        seconds = 0.0
+    per_frame = ROW_TIMEOUT_PER_RESTORED_FRAME if job.options.enhance else ROW_TIMEOUT_PER_FRAME
+    return ROW_TIMEOUT_BASE + per_frame * math.ceil(seconds * FPS)
+
+
+def timed_out(job: Job, limit: float) -> RowResult:
+    """The result of a row stopped at its time limit."""
+    return RowResult(job.row, str(job.out), "failed",
+                     one_line(f"stopped after {limit:g} s (the row timeout): it may be hung; "
+                              "if it is only slow, give a longer --row-timeout", ERROR_CHARS), seconds=round(limit, 2))
 
 
 def peak_memory_mb() -> float:
@@ -210,6 +247,8 @@ def run_job(pipeline: Callable[[], Any], job: Job, overwrite: bool) -> RowResult
 
     A bad input fails the row with a one-line reason; WeightsError (no row can run) and
     KeyboardInterrupt propagate. The video appears at `job.out` only complete (VideoWriter).
+    Without `overwrite`, a complete video at `job.out` skips the row, and anything else there
+    (a video cut short, another file) is kept and fails the row.
     """
     start = time.perf_counter()
     worker = f"{socket.gethostname()}:{os.getpid()}"
@@ -226,11 +265,12 @@ def run_job(pipeline: Callable[[], Any], job: Job, overwrite: bool) -> RowResult
         return model
 
     try:
-        remove_parts(job.out)
-        if not overwrite:
+        if not overwrite and os.path.lexists(job.out):
             frames = complete_frames(job)
             if frames is not None:
                 return result("skipped", frames=frames)
+            return result("failed", f"out: {job.out} already exists and is not a complete video for this row; "
+                                    "it is kept: move it away, or give --overwrite (overwrite=True) to replace it")
         job.out.parent.mkdir(parents=True, exist_ok=True)
         made = loaded().run(job.face, job.audio, job.pose, job.out, job.options)
         return result("done", frames=made.num_frames)

@@ -1,9 +1,11 @@
 """Files on disk: the user cache, whether a folder takes new files, and files that appear whole or not at all.
 
 Every file pcavs writes for the user (videos, weights, tables, plots) is written under a hidden
-temporary name beside its target (`.<name>.<random>.part`, on the same filesystem) and renamed
+temporary name beside its target (`.<name>.<run>-<random>.part`, on the same filesystem) and renamed
 over the target only once it is complete; on any failure, Ctrl-C included, the temporary file
-is removed and an existing target is left as it was.
+is removed and an existing target is left as it was. `<run>` is the run's id: each process has its
+own, and a batch's workers take their batch's, so that cleaning up after a killed writer
+(`remove_parts`) only ever touches this run's files, never those of another batch writing beside it.
 """
 from __future__ import annotations
 
@@ -16,6 +18,29 @@ from pathlib import Path
 from .errors import InputError, PcavsError
 
 PART_SUFFIX = ".part"
+
+
+def new_run() -> str:
+    """A fresh run id (a batch's, which its workers join)."""
+    return secrets.token_hex(4)
+
+
+_run = new_run()  # this process's run id
+
+
+def run_id() -> str:
+    """The id that this process's temporary files carry."""
+    return _run
+
+
+def join_run(run: str) -> None:
+    """Name this process's temporary files with `run` from now on (a batch worker takes its batch's id)."""
+    global _run
+    _run = run
+
+
+if hasattr(os, "register_at_fork"):  # POSIX: a forked process is a run of its own
+    os.register_at_fork(after_in_child=lambda: join_run(new_run()))
 
 
 def cache_dir() -> Path:
@@ -42,7 +67,7 @@ class AtomicFile:
 
     def __init__(self, target: str | os.PathLike):
         self.target = Path(target)
-        self.path = self.target.absolute().parent / f".{self.target.name}.{secrets.token_hex(4)}{PART_SUFFIX}"
+        self.path = self.target.absolute().parent / f".{self.target.name}.{run_id()}-{secrets.token_hex(4)}{PART_SUFFIX}"
 
     def claim(self) -> Path:
         """Create the empty temporary file (so the folder is known to take new files); its path."""
@@ -75,10 +100,11 @@ class AtomicFile:
             self.discard()
 
 
-def remove_parts(target: str | os.PathLike) -> None:
-    """Delete the temporary files that killed writers of `target` left behind."""
+def remove_parts(target: str | os.PathLike, run: str) -> None:
+    """Delete the temporary files of `target` that killed writers of the run `run` left behind (no other run's)."""
     target = Path(target)
-    pattern = os.path.join(glob.escape(str(target.absolute().parent)), "." + glob.escape(target.name) + ".*" + PART_SUFFIX)
+    name = f".{glob.escape(target.name)}.{glob.escape(run)}-*{PART_SUFFIX}"
+    pattern = os.path.join(glob.escape(str(target.absolute().parent)), name)
     for part in glob.glob(pattern):
         try:
             os.unlink(part)

@@ -4,7 +4,9 @@ pcavs uses the ffmpeg that the `imageio-ffmpeg` wheel ships (a static build with
 AAC, MP3, Opus, Vorbis and FLAC), so nothing has to be installed with apt; `IMAGEIO_FFMPEG_EXE`
 points pcavs (and imageio) at another binary. Every ffmpeg gets an argument list (never a shell
 string) and its inputs by `file:` URL, runs in its own session (so Ctrl-C reaches Python, which
-cleans up, and not ffmpeg), and keeps its stderr for the one-line reason of a failure.
+cleans up, and not ffmpeg) unless pcavs leads a session itself (a batch worker: there ffmpeg
+stays in the worker's process group, so that stopping the worker stops its ffmpegs too), and
+keeps its stderr for the one-line reason of a failure.
 
 Timeouts:
 - a pipe (`Ffmpeg`: decoding frames or audio as they are read, encoding frames as they are
@@ -15,6 +17,7 @@ Timeouts:
 from __future__ import annotations
 
 import functools
+import os
 import re
 import shutil
 import subprocess
@@ -41,6 +44,11 @@ def ffmpeg_exe() -> str:
         return found
 
 
+def own_session() -> bool:
+    """Whether a new ffmpeg gets a session of its own: yes, unless this process leads its own session already."""
+    return not hasattr(os, "getsid") or os.getsid(0) != os.getpid()
+
+
 def file_url(path: str | Path) -> str:
     """`path` as ffmpeg's `file:` URL, so a name such as `concat:x` or `http:y` is never taken for a protocol."""
     return "file:" + str(Path(path).absolute())
@@ -62,7 +70,7 @@ class Ffmpeg:
         try:
             self.proc = subprocess.Popen(
                 [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", *args], stdin=stdin if stdin is not None else subprocess.DEVNULL, stdout=stdout,
-                stderr=self.errors, start_new_session=True,
+                stderr=self.errors, start_new_session=own_session(),
             )
         except OSError:
             self.errors.close()
@@ -96,7 +104,7 @@ class Ffmpeg:
 def run(args: list[str], timeout: float, loglevel: str = "error") -> subprocess.CompletedProcess:
     """Run ffmpeg `args` to the end (stdout and stderr captured); subprocess.TimeoutExpired after `timeout` s."""
     return subprocess.run([ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", loglevel, *args], stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
-                          start_new_session=True)
+                          start_new_session=own_session())
 
 
 @functools.lru_cache(maxsize=1)

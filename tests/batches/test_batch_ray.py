@@ -1,7 +1,8 @@
 """`pcavs batch --ray` on a two-CPU Ray cluster that the test starts on the loopback address.
 
 The Ray engine must give the local engine's videos frame for frame, record failed rows, redo
-the row of a worker killed under it (with no partial file), and skip complete videos.
+the row of a worker killed under it (with no partial file) and fail it once its retries are spent,
+stop a hung row at its time limit, stop the batch on a weights error, and skip complete videos.
 """
 from __future__ import annotations
 
@@ -19,17 +20,21 @@ from pcavs.app import cli
 from pcavs.batches import cluster as batch_ray
 from pcavs.batches.jobs import Results
 
-from support.jobs import BAD, FACE, GOOD, frames, leftovers, read_results, six_rows, voice, write_jobs
+from pcavs.core.errors import WeightsError
+
+from support.jobs import (BAD, FACE, GOOD, check_hung_rows, frames, hung_rows, leftovers, read_results, six_rows,
+                          stalling_ffmpeg, voice, write_jobs)
 
 ray = pytest.importorskip("ray")
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(tmp_path_factory):
     """A private Ray instance: 2 CPUs, no dashboard, on the loopback address only, its files in a short folder.
 
     Ray turns 127.0.0.1 into the machine's reachable address unless it is told this is no cluster
-    (its switch for laptops): then the node, and every port it opens, is on 127.0.0.1.
+    (its switch for laptops): then the node, and every port it opens, is on 127.0.0.1. Its workers
+    use stalling_ffmpeg(), the real ffmpeg for every file but a STALLED one.
     """
     from ray._private import ray_constants
 
@@ -38,6 +43,7 @@ def cluster():
     folder = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # read by the processes Ray starts
+        patch.setenv("IMAGEIO_FFMPEG_EXE", str(stalling_ffmpeg(tmp_path_factory.mktemp("ffmpeg"))))
         patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False, raising=False)  # and by this one, read at import
         ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, _node_ip_address="127.0.0.1", _temp_dir=folder,
                  log_to_driver=False, configure_logging=False)
@@ -117,6 +123,57 @@ def test_a_killed_worker_row_is_redone_elsewhere(tmp_path, cluster, synth_weight
     assert len(spawned) == 3  # two workers, and one in place of the killed one
     assert [(row.status, row.frames) for row in report.rows] == [("done", 10), ("done", 5)]
     assert len(frames(tmp_path / "long.mp4")) == 10 and not leftovers(tmp_path)
+
+
+def test_a_row_whose_workers_keep_dying_fails_after_its_retries(tmp_path, cluster, synth_weights, monkeypatch):
+    """Each worker that takes the row dies under it: after MAX_RETRIES runs more, the row fails and the batch goes on."""
+    jobs = write_jobs(tmp_path / "jobs.csv", [dict(face=FACE, audio=voice(tmp_path, 0.08), out="doomed.mp4"),
+                                              dict(face="missing.png", audio="voice80.wav", out="other.mp4")])
+    submit, spawn, spawned = batch_ray.Dispatcher._submit, batch_ray.Dispatcher._spawn, []
+
+    def killed_at_once(self, worker, job):
+        ref = submit(self, worker, job)
+        if job.out.name == "doomed.mp4":
+            ray.kill(worker)
+        return ref
+
+    def counted_spawn(self):
+        spawned.append(1)
+        return spawn(self)
+
+    monkeypatch.setattr(batch_ray.Dispatcher, "_submit", killed_at_once)
+    monkeypatch.setattr(batch_ray.Dispatcher, "_spawn", counted_spawn)
+    report = pcavs.batch(jobs, ray="auto", workers=1, aligned=True, mode="crop", checkpoints=synth_weights, progress=False)
+    doomed, other = report.rows
+    assert doomed.status == "failed" and f"its worker died {batch_ray.MAX_RETRIES + 1} times" in doomed.error
+    assert other.status == "failed" and "missing.png: file not found" in other.error  # the batch went on
+    assert len(spawned) == 1 + batch_ray.MAX_RETRIES + 1  # the first worker, and one for each that died
+    assert not (tmp_path / "doomed.mp4").exists() and not leftovers(tmp_path)
+
+
+def test_a_hung_row_is_stopped_and_the_batch_goes_on(tmp_path, cluster, synth_weights, capsys):
+    jobs = hung_rows(tmp_path)
+    args = ["batch", str(jobs), "--ray", "--workers", "1", "--aligned", "--mode", "crop", "--checkpoints",
+            str(synth_weights), "--quiet", "--row-timeout", "10"]
+    assert cli.main(args) == 2
+    assert "row 2: stopped after 10 s (the row timeout)" in capsys.readouterr().err
+    check_hung_rows(tmp_path, read_results(tmp_path / "jobs.results.csv"), 10)
+    assert not leftovers(tmp_path)
+
+
+def test_weights_errors_stop_the_batch(tmp_path, cluster, synth_weights):
+    """As on the local engine: a row's WeightsError stops the batch (it is no "internal error" of one row)."""
+    broken = tmp_path / "GFPGANv1.4.pth"
+    broken.write_text("<html>not found</html>")
+    name = voice(tmp_path, 0.08)
+    jobs = write_jobs(tmp_path / "jobs.csv", [dict(face=FACE, audio=name, out="sharp.mp4", enhance="gfpgan",
+                                                   enhance_checkpoint=broken.name),
+                                              dict(face=FACE, audio=name, out="plain.mp4")])
+    with pytest.raises(WeightsError, match=str(broken)):
+        pcavs.batch(jobs, ray="auto", workers=1, aligned=True, mode="crop", checkpoints=synth_weights, progress=False)
+    assert not list(tmp_path.glob("*.mp4")) and not leftovers(tmp_path)
+    with pytest.raises(WeightsError, match=str(tmp_path / "nowhere")):  # at a worker's start: the batch stops too
+        pcavs.batch(jobs, ray="auto", workers=1, checkpoints=tmp_path / "nowhere", progress=False)
 
 
 def test_ctrl_c_stops_the_workers_and_keeps_finished_videos(tmp_path, cluster, synth_weights, monkeypatch):

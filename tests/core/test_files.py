@@ -8,7 +8,7 @@ import torch
 
 from pcavs.core.devices import ShrinkingBatches
 from pcavs.core.errors import InputError, OutOfMemoryError, PcavsError, one_line, reason
-from pcavs.core.files import AtomicFile, remove_parts
+from pcavs.core.files import AtomicFile, join_run, new_run, remove_parts, run_id
 from pcavs.core.tables import read_table
 
 
@@ -38,11 +38,37 @@ def test_atomic_file_errors_name_the_folder(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["folder"]
 
 
-def test_remove_parts_removes_only_that_targets_parts(tmp_path):
-    for name in (".a.mp4.1234abcd.part", ".a.mp4.ffff0000.part", ".b.mp4.1234abcd.part", "a.mp4"):
+def test_temporary_files_carry_the_run_id_and_remove_parts_keeps_other_runs(tmp_path):
+    """Cleaning up after a killed writer removes that run's temporary files of that target, never another run's
+    (a concurrent batch writing beside it)."""
+    assert AtomicFile(tmp_path / "a.mp4").path.name.startswith(f".a.mp4.{run_id()}-")
+    for name in (".a.mp4.1234abcd-00000001.part", ".a.mp4.1234abcd-00000002.part", ".a.mp4.ffff0000-00000001.part",
+                 ".b.mp4.1234abcd-00000001.part", "a.mp4"):
         (tmp_path / name).write_text("")
-    remove_parts(tmp_path / "a.mp4")
-    assert sorted(os.listdir(tmp_path)) == [".b.mp4.1234abcd.part", "a.mp4"]
+    remove_parts(tmp_path / "a.mp4", "1234abcd")
+    assert sorted(os.listdir(tmp_path)) == [".a.mp4.ffff0000-00000001.part", ".b.mp4.1234abcd-00000001.part", "a.mp4"]
+    remove_parts(tmp_path / "[a].mp4", "*")  # names are matched literally
+    assert len(os.listdir(tmp_path)) == 3
+
+
+def test_a_worker_joins_its_runs_id_and_a_fork_gets_its_own(tmp_path):
+    mine, run = run_id(), new_run()
+    assert run != mine and len(run) == 8
+    try:
+        join_run(run)
+        assert run_id() == run and AtomicFile(tmp_path / "x").path.name.startswith(f".x.{run}-")
+        reader, writer = os.pipe()
+        child = os.fork()
+        if child == 0:  # the child reports its id and leaves at once
+            os.write(writer, run_id().encode())
+            os._exit(0)
+        os.close(writer)
+        os.waitpid(child, 0)
+        forked = os.read(reader, 64).decode()
+        os.close(reader)
+        assert len(forked) == 8 and forked not in (run, mine)
+    finally:
+        join_run(mine)
 
 
 def test_table_paths_are_relative_to_the_csv(tmp_path, monkeypatch):

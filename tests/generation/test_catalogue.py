@@ -30,7 +30,8 @@ from support.media import tone, write_video
 from support.av import ffmpeg
 from support.faces import place_face, placement
 
-FRAMES = 3  # every working row makes a 3-frame video
+FRAMES = 1  # a working row makes a 1-frame video: what the row is about happens before the generator
+POSE_FRAMES = 3  # but a pose row reads several pose frames, and a row that is split or stopped needs several frames
 
 
 @dataclass
@@ -90,7 +91,7 @@ def face_frames(count: int, gap: set[int] = frozenset()) -> list[np.ndarray]:
 
 
 def pose_job(tmp: Path, pose: Path) -> dict:
-    return dict(face=DEMO_FACE, audio=voice(tmp), pose=pose, mode="crop")
+    return dict(face=DEMO_FACE, audio=voice(tmp, POSE_FRAMES), pose=pose, mode="crop")
 
 
 def vfr_pose(tmp: Path, weights: Path) -> dict:
@@ -201,13 +202,17 @@ def no_gpu_memory(monkeypatch, tmp: Path) -> None:
     small_gpu(monkeypatch, tmp, frames_that_fit=0)
 
 
-def old_video(tmp: Path) -> dict:
+def old_video(tmp: Path, frames: int = FRAMES) -> dict:
     (tmp / "out.mp4").write_bytes(b"the previous video")
-    return dict(face=DEMO_FACE, audio=voice(tmp), mode="crop")
+    return dict(face=DEMO_FACE, audio=voice(tmp, frames), mode="crop")
 
 
 def keeps_old_video(tmp: Path, weights: Path) -> dict:
     return old_video(tmp)
+
+
+def keeps_old_video_mid_write(tmp: Path, weights: Path) -> dict:
+    return old_video(tmp, POSE_FRAMES)  # stopped after its first frame is written
 
 
 def faces(tmp: Path, canvas: np.ndarray, name: str, **extra) -> dict:
@@ -259,7 +264,7 @@ ROWS: dict[str, Row] = {
     "audio: corrupt mp3": Row(lambda t, w: dict(face=DEMO_FACE, audio=_bytes(t / "song.mp3", b"ID3" + bytes(500))),
                               "not a readable audio or video file", "audio"),
     "audio: truncated mp3": Row(lambda t, w: dict(face=DEMO_FACE, audio=_truncated_mp3(t), mode="crop"), frames=None,
-                                check=lambda info, job: 2 <= len(list(iter_frames(job["out"]))) < 12),  # what is there
+                                check=lambda info, job: 1 <= len(list(iter_frames(job["out"]))) < 6),  # what is there
     "audio: video without sound": Row(lambda t, w: dict(face=DEMO_FACE, audio=write_video(t / "mute.mp4", face_frames(3), 25)),
                                       "no audio track", "audio"),
     "audio: unsupported file": Row(lambda t, w: dict(face=DEMO_FACE, audio=_bytes(t / "voice.docx", b"PK\x03\x04" + bytes(200))),
@@ -269,12 +274,13 @@ ROWS: dict[str, Row] = {
     # pose
     "pose: unreadable video": Row(lambda t, w: pose_job(t, _bytes(t / "broken.mp4", b"\x00\x00\x00\x18ftypmp42" + bytes(300))),
                                   "broken.mp4", "pose"),
-    "pose: frames without a face": Row(lambda t, w: pose_job(t, write_video(t / "gaps.mp4", face_frames(6, gap={1, 2, 4}), 25))),
+    "pose: frames without a face": Row(lambda t, w: pose_job(t, write_video(t / "gaps.mp4", face_frames(6, gap={1, 2, 4}), 25)),
+                                       frames=POSE_FRAMES),
     "pose: no face in any frame": Row(lambda t, w: pose_job(t, write_video(t / "room.mp4", face_frames(4, gap={0, 1, 2, 3}), 25)),
                                       "no face found in any frame", "pose"),
-    "pose: one-frame video": Row(lambda t, w: pose_job(t, write_video(t / "one.mp4", face_frames(1), 25))),
-    "pose: variable frame rate": Row(vfr_pose),
-    "pose: rotated phone video": Row(rotated_pose),
+    "pose: one-frame video": Row(lambda t, w: pose_job(t, write_video(t / "one.mp4", face_frames(1), 25)), frames=POSE_FRAMES),
+    "pose: variable frame rate": Row(vfr_pose, frames=POSE_FRAMES),
+    "pose: rotated phone video": Row(rotated_pose, frames=POSE_FRAMES),
     # weights
     "weights: missing folder": Row(lambda t, w: weights_job(t, t / "nowhere"), "pcavs download", "checkpoints"),
     "weights: missing file": Row(lambda t, w: weights_job(t, checkpoint_folder(t, w, skip="E")), "latest_net_E.pth", "checkpoints"),
@@ -296,13 +302,13 @@ ROWS: dict[str, Row] = {
                                     "not writable", "out", patch=no_model_work),
     "output: out already exists": Row(keeps_old_video, check=check_replaced),
     "output: disk full mid-write": Row(keeps_old_video, "writing the video failed", "out", patch=disk_full),
-    "output: Ctrl-C mid-run": Row(keeps_old_video, "interrupted", None, patch=ctrl_c),
+    "output: Ctrl-C mid-run": Row(keeps_old_video_mid_write, "interrupted", None, patch=ctrl_c),
     "output: spaces and non-ASCII": Row(lambda t, w: dict(face=_copy(DEMO_FACE, t / "фото лица.jpg"), audio=voice(t, name="голос 1.wav"),
                                                           pose=_copy(DEMO_POSE, t / "tête à tête.mp4"),
                                                           out=t / "vidéo finale.mp4", mode="crop")),
     # GPU
-    "GPU: out of memory, then smaller batches": Row(lambda t, w: dict(face=DEMO_FACE, audio=voice(t), mode="crop", batch_size=4),
-                                                    patch=small_gpu),
+    "GPU: out of memory, then smaller batches": Row(lambda t, w: dict(face=DEMO_FACE, audio=voice(t, 2), mode="crop", batch_size=4),
+                                                    patch=small_gpu, frames=2),
     "GPU: out of memory for one frame": Row(lambda t, w: dict(face=DEMO_FACE, audio=voice(t), mode="crop"),
                                             "out of memory even for one frame", None, patch=no_gpu_memory),
 }
@@ -346,7 +352,7 @@ def _read_only(tmp: Path) -> Path:
 
 def _truncated_mp3(tmp: Path) -> Path:
     whole = tmp / "whole.mp3"
-    ffmpeg("-i", str(voice(tmp, frames=12)), "-c:a", "libmp3lame", str(whole))
+    ffmpeg("-i", str(voice(tmp, frames=6)), "-c:a", "libmp3lame", str(whole))
     data = whole.read_bytes()
     return _bytes(tmp / "cut.mp3", data[: len(data) // 2])
 
@@ -379,7 +385,7 @@ def via_cli(job: dict, capsys) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize("interface", ["api", "cli"])
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if row.error is None else n for n, row in ROWS.items()])
+@pytest.mark.parametrize("name", ROWS)
 def test_catalogue_row(name, interface, tmp_path, synth_weights, monkeypatch, capsys):
     row = ROWS[name]
     job = {"out": tmp_path / "out.mp4", **row.build(tmp_path, synth_weights)}

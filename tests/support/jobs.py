@@ -8,7 +8,7 @@ import numpy as np
 import soundfile as sf
 
 from support.kits import INPUTS
-from support.media import tone
+from support.media import tone, write_video
 from pcavs.media.video import iter_frames
 
 FACE = str(INPUTS / "identity" / "000000.png")
@@ -68,3 +68,49 @@ def frames(path: Path) -> np.ndarray:
 def leftovers(folder: Path) -> list[str]:
     """Hidden temporary files (a writer's .part) anywhere under `folder`."""
     return sorted(str(p) for p in folder.rglob(".*.part"))
+
+
+STALLED = "stalled"  # a file whose name holds this never finishes loading under stalling_ffmpeg()
+STALL_SECONDS = 317  # how long such an ffmpeg sleeps (an uncommon number, to find leftover processes by)
+
+
+def stalling_ffmpeg(folder: Path) -> Path:
+    """An ffmpeg that hangs, as on a stalled disk or network mount, when its arguments name a STALLED file, and
+    is the real one otherwise. Point $IMAGEIO_FFMPEG_EXE at it before a worker process starts."""
+    from pcavs.media.ffmpeg import ffmpeg_exe
+
+    script = folder / "ffmpeg"
+    script.write_text(f'#!/bin/sh\ncase "$*" in *{STALLED}*) exec sleep {STALL_SECONDS} ;; esac\n'
+                      f'exec "{ffmpeg_exe()}" "$@"\n')
+    script.chmod(0o755)
+    return script
+
+
+def stalled_sleepers() -> list[int]:
+    """Processes of stalling_ffmpeg() still sleeping (ids): a stopped row must leave none."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if process.info["cmdline"] == ["sleep", str(STALL_SECONDS)]:
+            found.append(process.pid)
+    return found
+
+
+def hung_rows(folder: Path) -> Path:
+    """folder/jobs.csv: a row that hangs under stalling_ffmpeg(), one whose output already is complete, and one
+    with a missing face: after the hung row is stopped, the other two take seconds and no frame is generated."""
+    stalled, short = voice(folder, 0.2, name=f"{STALLED} voice.wav"), voice(folder, 0.08)
+    write_video(folder / "made.mp4", [np.full((224, 224, 3), 100, np.uint8)] * 2, 25)  # 2 frames: 80 ms of audio
+    return write_jobs(folder / "jobs.csv", [dict(face=FACE, audio=stalled, out="hung.mp4"),
+                                            dict(face=FACE, audio=short, out="made.mp4"),
+                                            dict(face="missing.png", audio=short, out="never.mp4")])
+
+
+def check_hung_rows(folder: Path, table: dict[int, dict[str, str]], limit: float) -> None:
+    """What hung_rows() must give: the hung row stopped at `limit`, and the batch gone on past it."""
+    assert [table[row]["status"] for row in (2, 3, 4)] == ["failed", "skipped", "failed"], table
+    assert table[2]["error"].startswith(f"stopped after {limit:g} s (the row timeout)") and "\n" not in table[2]["error"]
+    assert "missing.png: file not found" in table[4]["error"]
+    assert not (folder / "hung.mp4").exists() and not (folder / "never.mp4").exists()
+    assert stalled_sleepers() == []  # the hung ffmpeg was stopped with its worker
