@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 import pcavs
 from pcavs.app import cli
@@ -56,16 +55,15 @@ def cluster(tmp_path_factory):
 
 
 @pytest.mark.slow  # about 30-50 frames: a minute or two on 2 cores
-def test_ray_gives_the_local_videos_and_records_failures(tmp_path, cluster, synth_weights, capsys):
+def test_ray_gives_the_local_videos_and_records_failures(tmp_path, cluster, synth_weights, capsys, monkeypatch):
     local, remote = tmp_path / "local", tmp_path / "ray"
     local.mkdir(), remote.mkdir()
     options = dict(aligned=True, mode="crop", checkpoints=synth_weights, progress=False)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each of the two workers on two CPUs: float sums of other thread counts round apart
-    try:
+    with monkeypatch.context() as patch:
+        # one torch thread in the local engine's worker process, as in each of the two Ray workers on two
+        # CPUs: float sums split over other thread counts round apart
+        patch.setenv("OMP_NUM_THREADS", "1")
         expected = pcavs.batch(six_rows(local), **options)
-    finally:
-        torch.set_num_threads(threads)
     assert [row.status for row in expected.rows] == ["done", "done", "failed", "done", "failed", "done"]
 
     args = ["batch", str(six_rows(remote)), "--ray", "--workers", "2", "--aligned", "--mode", "crop",
