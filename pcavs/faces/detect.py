@@ -16,7 +16,7 @@ picks one:
 Anchors. The spec defines each anchor as the mean of 68-point landmarks: right eye 36-41,
 left eye 42-47, inner mouth 60-67. From the mesh we take the mean of the mesh points at the
 same places, point for point (see MESH_* below): each eye's two corners and two points on
-each lid, and the inner lip's two corners and three points on each lip. tests/test_detect.py
+each lid, and the inner lip's two corners and three points on each lip. tests/faces/test_detect.py
 checks that these sit where the names say, and that re-aligning the conformance kit's crop
 (aligned to the spec's targets) gives back a near-identity transform.
 

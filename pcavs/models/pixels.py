@@ -4,7 +4,7 @@ One rounding for every network output: clamp to [-1, 1], map to [0, 255] as (x +
 to even.
 The reference PC-AVS truncates instead (`astype(uint8)`), which makes every frame half a grey
 level darker on average; GFPGAN's own code rounds. Rounded frames stay within one level of the
-reference's truncated ones (tests/generation/test_conformance.py checks both).
+reference's truncated ones (tests/models/test_conformance.py checks both).
 """
 from __future__ import annotations
 
