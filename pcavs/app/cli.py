@@ -34,7 +34,7 @@ EXAMPLES = """examples:
 
 def _job_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps (default: auto)")
-    parser.add_argument("--dtype", choices=options.DTYPE_NAMES, help="network precision (default float32)")
+    parser.add_argument("--dtype", choices=options.DTYPE_NAMES, help="network precision (default float32; auto: bfloat16 on CPUs with bf16 instructions)")
     parser.add_argument("--checkpoints", help="weights folder or slim .safetensors (default: $PCAVS_CHECKPOINTS, ./checkpoints/demo, the user cache)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the generator: ~1 min once, then faster (long jobs)")
     options.add_arguments(parser)

@@ -21,7 +21,7 @@ DETECTORS = ("litert", "mediapipe", "face_alignment")
 ENHANCERS = ("gfpgan",)
 LOUDNESS = ("whole", "running")
 FRACTIONS = ("enhance_weight", "enhance_smooth")  # numbers from 0 to 1
-DTYPE_NAMES = ("float32", "float16", "bfloat16")
+DTYPE_NAMES = ("float32", "float16", "bfloat16", "auto")  # auto: bfloat16 on CPUs with bf16 instructions
 MODEL_OPTIONS = ("checkpoints", "device", "dtype", "compile")  # how the networks are loaded: see Pipeline.from_pretrained
 TRUE, FALSE = ("1", "true", "yes", "y", "on"), ("0", "false", "no", "n", "off", "")
 

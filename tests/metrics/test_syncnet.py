@@ -428,3 +428,20 @@ def test_from_a_local_copy(tmp_path, syncnet_file, capsys):
     assert not (tmp_path / "other").exists()
     assert main(["download", "syncnet", "--from-zip", "demo.zip"]) == 2
     assert "--from-file syncnet_v2.model" in capsys.readouterr().err
+
+
+def test_eval_towers_fold_batchnorm_and_match_the_modules(net):
+    """At eval the towers run as 2-d convolutions with BatchNorm folded in (channels-last): the same embeddings as
+    the released layer-by-layer modules to 1e-5, and a weight changed in place is seen at once."""
+    torch.manual_seed(0)
+    frames, cepstra = torch.rand(2, 3, 5, 224, 224) * 255, torch.randn(2, 1, 13, 20) * 10
+    with torch.inference_mode():
+        plain_lip = net.netfclip(net.netcnnlip(frames).flatten(1))
+        plain_aud = net.netfcaud(net.netcnnaud(cepstra).flatten(1))
+        assert max_diff(net.lip(frames), plain_lip) <= 1e-5
+        assert max_diff(net.audio(cepstra), plain_aud) <= 1e-5
+        net.netcnnaud[1].running_mean.add_(1.0)
+        try:
+            assert max_diff(net.audio(cepstra), net.netfcaud(net.netcnnaud(cepstra).flatten(1))) <= 1e-5
+        finally:
+            net.netcnnaud[1].running_mean.sub_(1.0)

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import warnings
 
+import cv2
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
 
 import pcavs
-from support.kits import INPUTS
+from pcavs.core.devices import has_bf16_instructions
+from support.kits import DATA, INPUTS
 
 
 @pytest.mark.slow  # bfloat16 convolutions are ~100x slower on CPUs without bfloat16 instructions
@@ -29,3 +31,40 @@ def test_bfloat16_job_matches_float32(synth_weights, pipeline, tmp_path):
     difference = np.abs(low.faces.astype(int) - full.faces.astype(int))
     assert difference.mean() < 3 and np.percentile(difference, 99) < 24  # bfloat16 keeps 8 bits of mantissa
     assert low.video.stat().st_size > 0 and low.frames.shape == full.frames.shape
+
+
+def test_auto_dtype_is_bfloat16_only_on_cpus_with_bf16_instructions(monkeypatch):
+    from pcavs.core import devices
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "has_bf16_instructions", lambda: True)
+    assert devices.resolve_dtype("auto", cpu) == torch.bfloat16
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning where the CPU has them
+        assert devices.resolve_dtype("bfloat16", cpu) == torch.bfloat16
+    monkeypatch.setattr(devices, "has_bf16_instructions", lambda: False)
+    assert devices.resolve_dtype("auto", cpu) == torch.float32
+    assert devices.resolve_dtype(None, cpu) == torch.float32  # unset stays float32 everywhere
+    with pytest.warns(UserWarning, match="no bfloat16 instructions"):
+        devices.resolve_dtype("bfloat16", cpu)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not has_bf16_instructions(), reason="needs a CPU with AVX512_BF16 or AMX")
+def test_bfloat16_quality_bound_that_auto_relies_on(synth_weights, pipeline, gfpgan_checkpoint):
+    """The bound README's Speed section states for dtype="auto" on such CPUs (measured: faces max 5, mean 0.49
+    levels; restored faces max 2, mean 0.33): generator faces within 8 levels and a mean of 1, restored within
+    4 and a mean of 0.6, against float32 on the kits' synthesized weights."""
+    from pcavs.restore.restorer import Restorer
+
+    job = dict(face=str(INPUTS / "identity" / "000000.png"), audio=INPUTS / "speech_short.wav", out=None,
+               aligned=True, progress=False)
+    half = pcavs.Pipeline.from_pretrained(synth_weights, device="cpu", dtype="auto")
+    assert half.dtype == torch.bfloat16
+    difference = np.abs(half(**job).faces.astype(int) - pipeline(**job).faces.astype(int))
+    assert difference.max() <= 8 and difference.mean() <= 1.0, (difference.max(), difference.mean())
+    faces = cv2.cvtColor(cv2.imread(str(DATA / "gfpgan" / "input_000000.png")), cv2.COLOR_BGR2RGB)[None]
+    low = Restorer.from_pretrained(gfpgan_checkpoint, device="cpu", dtype="auto")(faces)
+    full = Restorer.from_pretrained(gfpgan_checkpoint, device="cpu")(faces)
+    difference = np.abs(low.astype(int) - full.astype(int))
+    assert difference.max() <= 4 and difference.mean() <= 0.6, (difference.max(), difference.mean())
