@@ -99,3 +99,13 @@ def test_modulated_conv_keeps_its_scaled_weight_only_while_the_weight_is_unchang
         out, demod = conv(x.double(), style.double())
         expected = demodulation(conv.weight[0] * conv.scale, conv.modulation(style.double()))
         assert out.dtype == torch.float64 and torch.equal(demod, expected)
+
+
+def test_avx512_without_bf16_flags_counts_as_emulated(monkeypatch):
+    from pcavs.core import devices
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)  # what oneDNN says on AVX-512
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx512f", "avx512bw"}))
+    assert not devices.has_bf16_instructions() and devices.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    assert devices.has_bf16_instructions()
