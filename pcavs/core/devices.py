@@ -75,17 +75,26 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
-@functools.lru_cache(maxsize=1)
 def has_bf16_instructions() -> bool:
-    """Whether this CPU computes bfloat16 natively: Linux's flags avx512_bf16 or amx_bf16 (oneDNN's own check
-    also says yes on AVX-512 CPUs without them, which only emulate it); elsewhere oneDNN's check."""
+    """Whether this CPU computes bfloat16 natively: oneDNN's check, and where Linux lists the CPU's flags, one of
+    avx512_bf16 or amx_bf16 too (oneDNN's check also says yes on AVX-512 CPUs without them, which only emulate it)."""
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return False
+    flags = cpu_flags()
+    return flags is None or any(flag in flags for flag in BF16_FLAGS)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str] | None:
+    """The CPU's flags as Linux lists them in /proc/cpuinfo; None where they cannot be read."""
     try:
-        for line in open("/proc/cpuinfo", encoding="ascii", errors="replace"):
-            if line.startswith("flags"):
-                return any(flag in line.split() for flag in BF16_FLAGS)
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return None
 
 
 @functools.lru_cache(maxsize=1)

@@ -76,12 +76,31 @@ class ModulatedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The modulated convolution and, when demodulating, the (B, O) scale still to apply to it."""
-        weight = self.weight[0] * self.scale
+        weight, energy = self._scaled()
         styles = self.modulation(style)
         out = modulated_conv2d(x, weight, styles, self.upsample)
         if self.upsample:
             out = upfirdn2d(out, self.blur.kernel, up=1, pad=(1, 1))
-        return out, demodulation(weight, styles) if self.demodulate else None
+        if not self.demodulate:
+            return out, None
+        return out, torch.rsqrt(styles.float().square() @ energy.t() + 1e-8)  # = demodulation(weight, styles)
+
+    def _scaled(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The scaled weight (O, I, k, k) and its energy per (O, I) in float32, kept between calls in inference
+        until the weight changes (loading, .to(), an in-place edit); recomputed every call when autograd records
+        and under torch.compile (which folds them itself)."""
+        weight = self.weight
+        if (torch.is_grad_enabled() and weight.requires_grad) or torch.compiler.is_compiling():
+            scaled = weight[0] * self.scale
+            return scaled, scaled.float().square().sum((2, 3))
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        cached = self.__dict__.get("_scaled_cache")
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                scaled = weight[0] * self.scale
+                cached = (key, scaled, scaled.float().square().sum((2, 3)))
+            self.__dict__["_scaled_cache"] = cached
+        return cached[1], cached[2]
 
 
 class _Kernel(nn.Module):

@@ -270,6 +270,7 @@ def test_bfloat16_on_a_cpu_without_it_warns(monkeypatch, native):
     from pcavs.generation.pipeline import resolve_dtype
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    monkeypatch.setattr("pcavs.core.devices.cpu_flags", lambda: frozenset({"avx512_bf16"}))  # as the CPU lists it
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16

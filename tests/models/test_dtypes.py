@@ -68,3 +68,44 @@ def test_bfloat16_quality_bound_that_auto_relies_on(synth_weights, pipeline, gfp
     full = Restorer.from_pretrained(gfpgan_checkpoint, device="cpu")(faces)
     difference = np.abs(low.astype(int) - full.astype(int))
     assert difference.max() <= 4 and difference.mean() <= 0.6, (difference.max(), difference.mean())
+
+
+def test_modulated_conv_keeps_its_scaled_weight_only_while_the_weight_is_unchanged():
+    """Inference reuses the scaled weight and its energy between calls: bit-identical to computing them afresh,
+    and recomputed after an in-place edit or a dtype change."""
+    from pcavs.models.generator import ModulatedConv2d, demodulation, modulated_conv2d
+
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(8, 4, 3)
+    for p in conv.parameters():
+        torch.nn.init.normal_(p)
+    x, style = torch.randn(2, 8, 5, 5), torch.randn(2, 2560)
+
+    def fresh():
+        weight, styles = conv.weight[0] * conv.scale, conv.modulation(style)
+        return modulated_conv2d(x, weight, styles), demodulation(weight, styles)
+
+    with torch.inference_mode():
+        for _ in range(2):
+            out, demod = conv(x, style)
+            expected = fresh()
+            assert torch.equal(out, expected[0]) and torch.equal(demod, expected[1])
+        with torch.no_grad():
+            conv.weight.mul_(2)
+    with torch.inference_mode():
+        out, demod = conv(x, style)
+        assert torch.equal(out, fresh()[0]) and torch.equal(demod, fresh()[1])
+        conv.to(torch.float64)
+        out, demod = conv(x.double(), style.double())
+        expected = demodulation(conv.weight[0] * conv.scale, conv.modulation(style.double()))
+        assert out.dtype == torch.float64 and torch.equal(demod, expected)
+
+
+def test_avx512_without_bf16_flags_counts_as_emulated(monkeypatch):
+    from pcavs.core import devices
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)  # what oneDNN says on AVX-512
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx512f", "avx512bw"}))
+    assert not devices.has_bf16_instructions() and devices.resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    monkeypatch.setattr(devices, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    assert devices.has_bf16_instructions()
