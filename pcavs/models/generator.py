@@ -46,10 +46,15 @@ def modulated_conv2d(
     return F.conv2d(x, weight, padding=weight.shape[-1] // 2)
 
 
-def demodulation(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
-    """Per-sample output scale (B, O) that gives the modulated weights unit norm: rsqrt(sum w^2 s^2 + 1e-8)."""
-    energy = styles.float().square() @ weight.float().square().sum((2, 3)).t()
-    return torch.rsqrt(energy + 1e-8)
+def weight_energy(weight: torch.Tensor) -> torch.Tensor:
+    """(O, I) sums over the kernel of weight (O, I, k, k) squared, in float32: what `demodulation` needs."""
+    return weight.float().square().sum((2, 3))
+
+
+def demodulation(energy: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """Per-sample output scale (B, O) that gives the modulated weights unit norm: rsqrt(sum w^2 s^2 + 1e-8),
+    from the weight's `weight_energy` and the styles (B, I)."""
+    return torch.rsqrt(styles.float().square() @ energy.t() + 1e-8)
 
 
 class EqualLinear(nn.Module):
@@ -83,7 +88,7 @@ class ModulatedConv2d(nn.Module):
             out = upfirdn2d(out, self.blur.kernel, up=1, pad=(1, 1))
         if not self.demodulate:
             return out, None
-        return out, torch.rsqrt(styles.float().square() @ energy.t() + 1e-8)  # = demodulation(weight, styles)
+        return out, demodulation(energy, styles)
 
     def _scaled(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The scaled weight (O, I, k, k) and its energy per (O, I) in float32, kept between calls in inference
@@ -92,13 +97,13 @@ class ModulatedConv2d(nn.Module):
         weight = self.weight
         if (torch.is_grad_enabled() and weight.requires_grad) or torch.compiler.is_compiling():
             scaled = weight[0] * self.scale
-            return scaled, scaled.float().square().sum((2, 3))
+            return scaled, weight_energy(scaled)
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
         cached = self.__dict__.get("_scaled_cache")
         if cached is None or cached[0] != key:
             with torch.no_grad():
                 scaled = weight[0] * self.scale
-                cached = (key, scaled, scaled.float().square().sum((2, 3)))
+                cached = (key, scaled, weight_energy(scaled))
             self.__dict__["_scaled_cache"] = cached
         return cached[1], cached[2]
 

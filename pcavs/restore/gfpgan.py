@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.generator import demodulation, modulated_conv2d, weight_energy
+
 SIZE = 512
 STYLE_DIM = 512
 LEAKY_SLOPE = 0.2
@@ -54,18 +56,6 @@ def resample(x: torch.Tensor, factor: float) -> torch.Tensor:
 
 def lrelu(x: torch.Tensor) -> torch.Tensor:
     return F.leaky_relu(x, LEAKY_SLOPE)
-
-
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
-    """Convolve x (B, I, H, W) with weight (O, I, k, k) modulated per sample by styles (B, I); no demodulation."""
-    assert x.shape[1] == weight.shape[1] == styles.shape[1], (x.shape, weight.shape, styles.shape)
-    return F.conv2d(x * styles[:, :, None, None].to(x.dtype), weight, padding=weight.shape[-1] // 2)
-
-
-def demodulation(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
-    """(B, O) scale giving each sample's modulated weights unit norm: rsqrt(sum over I, k, k of (w s)^2 + 1e-8)."""
-    energy = styles.float().square() @ weight.float().square().sum((2, 3)).t()
-    return torch.rsqrt(energy + 1e-8)
 
 
 # ------------------------------------------------------------------ U-Net
@@ -112,7 +102,7 @@ class ModulatedConv(nn.Module):
             out = F.conv2d(resample(x * styles[:, :, None, None].to(x.dtype), 2), weight, padding=weight.shape[-1] // 2)
         else:
             out = modulated_conv2d(x, weight, styles)
-        return out, demodulation(weight, styles) if self.demodulate else None
+        return out, demodulation(weight_energy(weight), styles) if self.demodulate else None
 
 
 class StyleConv(nn.Module):

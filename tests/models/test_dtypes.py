@@ -73,7 +73,7 @@ def test_bfloat16_quality_bound_that_auto_relies_on(synth_weights, pipeline, gfp
 def test_modulated_conv_keeps_its_scaled_weight_only_while_the_weight_is_unchanged():
     """Inference reuses the scaled weight and its energy between calls: bit-identical to computing them afresh,
     and recomputed after an in-place edit or a dtype change."""
-    from pcavs.models.generator import ModulatedConv2d, demodulation, modulated_conv2d
+    from pcavs.models.generator import ModulatedConv2d, demodulation, modulated_conv2d, weight_energy
 
     torch.manual_seed(0)
     conv = ModulatedConv2d(8, 4, 3)
@@ -83,7 +83,7 @@ def test_modulated_conv_keeps_its_scaled_weight_only_while_the_weight_is_unchang
 
     def fresh():
         weight, styles = conv.weight[0] * conv.scale, conv.modulation(style)
-        return modulated_conv2d(x, weight, styles), demodulation(weight, styles)
+        return modulated_conv2d(x, weight, styles), demodulation(weight_energy(weight), styles)
 
     with torch.inference_mode():
         for _ in range(2):
@@ -97,7 +97,7 @@ def test_modulated_conv_keeps_its_scaled_weight_only_while_the_weight_is_unchang
         assert torch.equal(out, fresh()[0]) and torch.equal(demod, fresh()[1])
         conv.to(torch.float64)
         out, demod = conv(x.double(), style.double())
-        expected = demodulation(conv.weight[0] * conv.scale, conv.modulation(style.double()))
+        expected = demodulation(weight_energy(conv.weight[0] * conv.scale), conv.modulation(style.double()))
         assert out.dtype == torch.float64 and torch.equal(demod, expected)
 
 
