@@ -104,7 +104,7 @@ def test_local_engine_results_table_skip_and_redo(tmp_path, synth_weights, capsy
 
 def test_ctrl_c_keeps_finished_videos(tmp_path, synth_weights, capsys):
     """Ctrl-C while the worker writes the second video: the first stays, the second is neither there nor half-written."""
-    first, second = voice(tmp_path, 0.2), voice(tmp_path, 0.4)
+    first, second = voice(tmp_path, 0.2), voice(tmp_path, 1.6)  # a second row long enough to be stopped mid-write
     jobs = write_jobs(tmp_path / "jobs.csv", [dict(face=FACE, audio=first, out="one.mp4"),
                                               dict(face=FACE, audio=second, out="two.mp4")])
     pressed = []
