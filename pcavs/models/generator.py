@@ -4,6 +4,8 @@ The constant input is replaced by the identity encoder's spatial map (512x7x7); 
 layer gets the same 2560-d style vector. Modulation is applied to the activations
 (one shared convolution for the whole batch, demodulation as a per-sample output scale),
 which is the same function as the reference's per-sample weights, computed faster.
+Activations and weights are channels-last throughout: oneDNN's convolutions, above all the
+transposed ones and the depthwise blur, run 1.3-2.7x faster so than in NCHW on AVX-512 CPUs.
 """
 from __future__ import annotations
 
@@ -40,6 +42,12 @@ def modulated_conv2d(
     With `upsample`, a stride-2 transposed convolution (the caller blurs afterwards).
     """
     assert x.shape[1] == weight.shape[1] == styles.shape[1], (x.shape, weight.shape, styles.shape)
+    if weight.shape[-1] == 1 and not upsample:  # 1x1: per-sample (O, I) weights, one read of x and no scaled copy
+        per_sample = weight[:, :, 0, 0] * styles[:, None, :].to(weight.dtype)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            pixels = x.permute(0, 2, 3, 1).flatten(1, 2)  # (B, H*W, I), a view
+            return (pixels @ per_sample.transpose(1, 2)).unflatten(1, x.shape[2:]).permute(0, 3, 1, 2)
+        return (per_sample @ x.flatten(2)).unflatten(2, x.shape[2:])
     x = x * styles[:, :, None, None].to(x.dtype)
     if upsample:
         return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
@@ -65,7 +73,7 @@ class EqualLinear(nn.Module):
         self.scale = 1.0 / math.sqrt(cin)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.scale, self.bias)
+        return torch.addmm(self.bias, x, self.weight.t(), alpha=self.scale)
 
 
 class ModulatedConv2d(nn.Module):
@@ -97,15 +105,22 @@ class ModulatedConv2d(nn.Module):
         weight = self.weight
         if (torch.is_grad_enabled() and weight.requires_grad) or torch.compiler.is_compiling():
             scaled = weight[0] * self.scale
-            return scaled, weight_energy(scaled)
+            return self._layout(scaled), weight_energy(scaled)
         key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
         cached = self.__dict__.get("_scaled_cache")
         if cached is None or cached[0] != key:
             with torch.no_grad():
                 scaled = weight[0] * self.scale
-                cached = (key, scaled, weight_energy(scaled))
+                cached = (key, self._layout(scaled), weight_energy(scaled))
             self.__dict__["_scaled_cache"] = cached
         return cached[1], cached[2]
+
+    def _layout(self, scaled: torch.Tensor) -> torch.Tensor:
+        """Channels-last in the order oneDNN reads without a copy: (O, I, k, k), or (I, O, k, k) behind the
+        transposed view when the convolution is a transposed one."""
+        if self.upsample:
+            return scaled.transpose(0, 1).contiguous(memory_format=torch.channels_last).transpose(0, 1)
+        return scaled.contiguous(memory_format=torch.channels_last)
 
 
 class _Kernel(nn.Module):
@@ -145,9 +160,11 @@ class StyledConv(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         out, demod = self.conv(x, style)
-        offset = (self.noise.weight * noise.to(out.dtype) + self.activate.bias) * ACTIVATION_GAIN
+        # the offset (N, C, H, W) is built channels-last, as out is, so adding it is one contiguous pass
+        noise = noise.to(out.dtype).permute(0, 2, 3, 1)
+        offset = ((self.noise.weight * noise + self.activate.bias.view(1, 1, 1, -1)) * ACTIVATION_GAIN).permute(0, 3, 1, 2)
         scale = (demod * ACTIVATION_GAIN).to(out.dtype)[:, :, None, None]
-        return F.leaky_relu_(torch.addcmul(offset, out, scale), LEAKY_SLOPE)
+        return F.leaky_relu_(out.mul_(scale).add_(offset), LEAKY_SLOPE)  # in place: keeps out's channels-last
 
 
 class ToRGB(nn.Module):
@@ -202,7 +219,8 @@ class Generator(nn.Module):
         self, spatial: torch.Tensor, style: torch.Tensor, noise: list[torch.Tensor] | None = None
     ) -> torch.Tensor:
         noise = self.noises.fixed() if noise is None else noise
-        out = self.conv1(spatial.expand(style.shape[0], -1, -1, -1), style, noise[0])
+        spatial = spatial.expand(style.shape[0], -1, -1, -1).contiguous(memory_format=torch.channels_last)
+        out = self.conv1(spatial, style, noise[0])
         skip = self.to_rgb1(out, style)
         for i, to_rgb in enumerate(self.to_rgbs):
             out = self.convs[2 * i](out, style, noise[2 * i + 1])
