@@ -65,6 +65,12 @@ def demodulation(energy: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     return torch.rsqrt(styles.float().square() @ energy.t() + 1e-8)
 
 
+def noise_offset(noise: torch.Tensor, strength: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """strength * noise (N, 1, H, W) + bias (1, C, 1, 1) as a channels-last (N, C, H, W): added to a channels-last
+    activation, that is one contiguous pass."""
+    return (strength * noise.permute(0, 2, 3, 1) + bias.view(1, 1, 1, -1)).permute(0, 3, 1, 2)
+
+
 class EqualLinear(nn.Module):
     def __init__(self, cin: int, cout: int):
         super().__init__()
@@ -160,9 +166,7 @@ class StyledConv(nn.Module):
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         out, demod = self.conv(x, style)
-        # the offset (N, C, H, W) is built channels-last, as out is, so adding it is one contiguous pass
-        noise = noise.to(out.dtype).permute(0, 2, 3, 1)
-        offset = ((self.noise.weight * noise + self.activate.bias.view(1, 1, 1, -1)) * ACTIVATION_GAIN).permute(0, 3, 1, 2)
+        offset = noise_offset(noise.to(out.dtype), self.noise.weight, self.activate.bias) * ACTIVATION_GAIN
         scale = (demod * ACTIVATION_GAIN).to(out.dtype)[:, :, None, None]
         return F.leaky_relu_(out.mul_(scale).add_(offset), LEAKY_SLOPE)  # in place: keeps out's channels-last
 

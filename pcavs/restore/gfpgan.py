@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..models.generator import demodulation, modulated_conv2d, weight_energy
+from ..models.generator import demodulation, modulated_conv2d, noise_offset, weight_energy
 
 SIZE = 512
 STYLE_DIM = 512
@@ -116,9 +116,9 @@ class StyleConv(nn.Module):
 
     def forward(self, x: torch.Tensor, latent: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         out, demod = self.modulated_conv(x, latent)
-        offset = self.weight * noise.to(out.dtype) + self.bias
+        offset = noise_offset(noise.to(out.dtype), self.weight, self.bias)
         scale = (demod * ACTIVATION_GAIN).to(out.dtype)[:, :, None, None]
-        return F.leaky_relu_(torch.addcmul(offset, out, scale), LEAKY_SLOPE)
+        return F.leaky_relu_(out.mul_(scale).add_(offset), LEAKY_SLOPE)
 
 
 class ToRGB(nn.Module):
@@ -173,7 +173,8 @@ class StyleDecoder(nn.Module):
     ) -> torch.Tensor:
         """latents (B, 16, 512), one (scale, shift) per level, 15 noise maps -> RGB (B, 3, 512, 512), unclamped."""
         batch = latents.shape[0]
-        out = self.style_conv1(self.constant_input.weight.expand(batch, -1, -1, -1), latents[:, 0], noise[0])
+        start = self.constant_input.weight.expand(batch, -1, -1, -1).contiguous(memory_format=torch.channels_last)
+        out = self.style_conv1(start, latents[:, 0], noise[0])
         rgb = self.to_rgb1(out, latents[:, 1])
         for k, (scale, shift) in enumerate(conditions):
             out = self.style_convs[2 * k](out, latents[:, 2 * k + 1], noise[2 * k + 1])
@@ -234,7 +235,7 @@ class GFPGAN(nn.Module):
 
     def forward(self, x: torch.Tensor, noise: list[torch.Tensor] | None = None) -> torch.Tensor:
         """`noise`: 15 maps, default the checkpoint's stored ones (deterministic)."""
-        bottleneck, skips = self.encode(x)
+        bottleneck, skips = self.encode(x.contiguous(memory_format=torch.channels_last))
         conditions = self.conditions(bottleneck, skips)
         noise = self.stylegan_decoder.noises.fixed() if noise is None else noise
         return self.stylegan_decoder(self.latents(bottleneck), conditions, noise)

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import torch
 
-from ..core.devices import ShrinkingBatches, resolve_device, resolve_dtype
+from ..core.devices import ShrinkingBatches, resolve_device, resolve_dtype, reuse_freed_memory
 from ..core.errors import InputError
 from ..core.options import NOISE_MODES
 from ..models.pixels import to_tensor, to_uint8
@@ -27,6 +27,8 @@ class Restorer:
     def __init__(self, net: GFPGAN, device: torch.device, dtype: torch.dtype = torch.float32):
         self.device = device
         self.dtype = dtype
+        if device.type == "cpu":
+            reuse_freed_memory()
         self.net = net.to(device=device, dtype=dtype)
         self.batches = ShrinkingBatches(device, "GFPGAN", "face")
 

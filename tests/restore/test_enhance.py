@@ -21,9 +21,10 @@ from pcavs.restore.weights import (
 from pcavs.core.errors import InputError, WeightsError
 from pcavs.restore.gfpgan import unused_shapes
 
-# What the README states. Measured on a 2-core AVX2 CPU: every float array within 5.5e-6 (the repository's subset
-# 5.1e-6), the uint8 faces within 1 level (0.004% of values); the kit's own limits are 1e-3 and 2 levels.
-FEATURE_TOL = 1.1e-5
+# What the README states. Measured on a 2-core AVX2 CPU in NCHW: every float array within 5.5e-6 (the repository's
+# subset 5.1e-6), the uint8 faces within 1 level (0.004% of values). Channels-last convolutions sum in another order:
+# 1.4e-5 on an AVX-512 CPU. The kit's own limits are 1e-3 and 2 levels.
+FEATURE_TOL = 5e-5
 UINT8_TOL = 1
 SUBSET = DATA / "gfpgan" / "golden_subset.npz"
 INPUT_0 = DATA / "gfpgan" / "input_000000.png"
