@@ -118,7 +118,7 @@ class StyleConv(nn.Module):
         out, demod = self.modulated_conv(x, latent)
         offset = noise_offset(noise.to(out.dtype), self.weight, self.bias)
         scale = (demod * ACTIVATION_GAIN).to(out.dtype)[:, :, None, None]
-        return F.leaky_relu_(out.mul_(scale).add_(offset), LEAKY_SLOPE)
+        return F.leaky_relu_(torch.addcmul(offset, out, scale, out=out), LEAKY_SLOPE)  # one pass, in place
 
 
 class ToRGB(nn.Module):
@@ -179,7 +179,7 @@ class StyleDecoder(nn.Module):
         for k, (scale, shift) in enumerate(conditions):
             out = self.style_convs[2 * k](out, latents[:, 2 * k + 1], noise[2 * k + 1])
             conditioned = out[:, out.shape[1] // 2:]  # SFT on the second half of the channels, in place
-            conditioned.mul_(scale).add_(shift)
+            torch.addcmul(shift, conditioned, scale, out=conditioned)
             out = self.style_convs[2 * k + 1](out, latents[:, 2 * k + 2], noise[2 * k + 2])
             rgb = self.to_rgbs[k](out, latents[:, 2 * k + 3], rgb)
         return rgb
