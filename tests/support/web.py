@@ -42,9 +42,10 @@ def launched(checkpoints: Path, **options) -> Iterator:
         served.close()
 
 
-def short_speech(folder: Path, seconds: float, name: str = "voice.wav") -> Path:
-    """The first `seconds` of the kit's speech as a 16 kHz wav."""
-    data, rate = sf.read(INPUTS / "speech_short.wav", dtype="float32")
+def short_speech(folder: Path, seconds: float, name: str = "voice.wav", source: str = "speech_short.wav") -> Path:
+    """The first `seconds` of the kit's speech (`source`: its 1.28 s clip, or "speech.wav", 6.4 s) as a 16 kHz wav."""
+    data, rate = sf.read(INPUTS / source, dtype="float32")
+    assert len(data) >= seconds * rate, f"{source} is shorter than {seconds} s"
     path = folder / name
     sf.write(path, data[: round(seconds * rate)], rate)
     return path
