@@ -162,7 +162,7 @@ def lip_batch(frames: np.ndarray, count: int) -> torch.Tensor:
     is a channels-last view of it.
     """
     windows = torch.from_numpy(np.ascontiguousarray(frames)).unfold(0, WINDOW, 1)[:count]  # (count, H, W, 3, 5) view
-    return torch.empty(windows.shape).copy_(windows).permute(0, 3, 4, 1, 2)
+    return torch.empty(windows.shape, dtype=torch.float32).copy_(windows).permute(0, 3, 4, 1, 2)
 
 
 def audio_batch(cepstra: torch.Tensor, start: int, stop: int) -> torch.Tensor:
