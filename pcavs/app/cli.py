@@ -108,11 +108,25 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=web.HOST, help=f"address to listen on (default: {web.HOST}, this machine only; "
                                                            "0.0.0.0 is every interface)")
     serve.add_argument("--port", type=int, default=web.PORT, help=f"port (default: {web.PORT})")
-    serve.add_argument("--share", action="store_true", help="also a public *.gradio.live link (needs the internet)")
+    serve.add_argument("--share", action="store_true",
+                       help="also a public *.gradio.live link (needs the internet, and a login: $PCAVS_AUTH or --auth-file)")
+    serve.add_argument("--no-auth", action="store_true", help="with --share: share it without a login (warned in the log and the page)")
+    serve.add_argument("--auth-file", metavar="FILE", help="require a login: USER:PASSWORD lines (default: $PCAVS_AUTH)")
+    serve.add_argument("--auth", metavar="USER:PASSWORD", help=argparse.SUPPRESS)  # refused: the password would be in the process list
     serve.add_argument("--concurrency", type=int, default=1, help="jobs at a time per device (default: 1)")
-    serve.add_argument("--queue", type=int, default=web.QUEUE, help=f"jobs waiting at most (default: {web.QUEUE})")
+    serve.add_argument("--queue", type=int, default=web.QUEUE, help=f"requests waiting at most (default: {web.QUEUE})")
+    serve.add_argument("--per-client", type=int, default=web.PER_CLIENT,
+                       help=f"places in the queue one client holds at most (default: {web.PER_CLIENT})")
     serve.add_argument("--max-file-size", default=web.MAX_FILE_SIZE, help=f"largest upload, e.g. 20mb (default: {web.MAX_FILE_SIZE})")
-    serve.add_argument("--auth", action="append", metavar="USER:PASSWORD", help="require a login (repeat for several users)")
+    serve.add_argument("--max-seconds", type=float, default=web.MAX_SECONDS,
+                       help=f"longest voice or head-motion video a request may send (default: {web.MAX_SECONDS:g})")
+    serve.add_argument("--job-timeout", type=float, default=web.JOB_TIMEOUT,
+                       help=f"seconds a job may run before it is cancelled (default: {web.JOB_TIMEOUT:g})")
+    serve.add_argument("--no-enhance", action="store_true", help="refuse requests that ask for GFPGAN (enhance)")
+    serve.add_argument("--ice-server", action="append", metavar="URL",
+                       help="a STUN or TURN server for Live (repeat; TURN when browsers are on another network)")
+    serve.add_argument("--live-dtype", choices=options.DTYPE_NAMES, default="auto",
+                       help="Live's precision (default: auto, bfloat16 on CPUs with bf16 instructions)")
     serve.add_argument("--checkpoints", help="weights folder or slim .safetensors (default: as for generate)")
     serve.add_argument("--device", default="auto", help="auto (every GPU, else the CPU), cpu, cuda, cuda:1 or mps")
 
@@ -284,15 +298,15 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    pairs = []
-    for item in args.auth or ():
-        user, colon, password = item.partition(":")
-        if not colon or not user or not password:
-            raise InputError(f"--auth {item!r}: give USER:PASSWORD")
-        pairs.append((user, password))
+    if args.auth is not None:
+        raise InputError("--auth USER:PASSWORD would show the password in the process list; "
+                         "set $PCAVS_AUTH=USER:PASSWORD or give --auth-file FILE")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server the way Ctrl-C does: folders removed
     web.serve(host=args.host, port=args.port, share=args.share, concurrency=args.concurrency, queue=args.queue,
-          max_file_size=args.max_file_size, auth=pairs, checkpoints=args.checkpoints, device=args.device)
+              max_file_size=args.max_file_size, auth=web.read_logins(args.auth_file), checkpoints=args.checkpoints,
+              device=args.device, max_seconds=args.max_seconds, job_timeout=args.job_timeout, per_client=args.per_client,
+              allow_enhance=not args.no_enhance, ice_servers=args.ice_server, no_auth=args.no_auth,
+              live_dtype=args.live_dtype)
     return 0
 
 

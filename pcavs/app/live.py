@@ -1,105 +1,130 @@
-"""The web app's "Live" tab: the microphone's chunks in, the prepared avatar's talking face out.
+"""Live over WebRTC (aiortc): the browser's microphone in as an audio track, the prepared avatar's talking face out
+as a video track, each frame sent as soon as it is made.
 
-A `LiveSession` is one recording: the browser sends 100 ms chunks of the microphone (Gradio's streaming
-audio), `feed` queues each and gives back the newest frame and the figures; a thread takes them as the
-audio of `Pipeline.stream(avatar, chunks, realtime=True)` on one of the server's pipelines. When making
-frames is slower than real time, the stream drops frames to stay in sync, and the page says how many.
+`POST /live/offer` takes the browser's SDP offer and answers. A recording takes its place in the server's
+one queue like a video job, then runs `Pipeline.stream(avatar, chunks, realtime=True)` on that device's
+thread: when making frames is slower than real time, frames are dropped to stay in sync with the voice.
+
+With `probe`, a small square in the bottom-right corner of each frame is white while that frame's own
+40 ms of voice is loud: a page can time a sound in its microphone to its frame on screen (end to end).
+
+Chromium names its own addresses with mDNS (`….local`) in the offer; the server needs none of them: the
+browser's connectivity checks reach the server's own candidates, and aiortc answers from the address they
+came from. A browser that cannot reach the server's addresses (another network, NAT) needs a TURN server:
+`pcavs serve --ice-server turn:…`.
 """
 from __future__ import annotations
 
-import base64
+import asyncio
 import collections
+import fractions
 import queue
+import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
 from ..core.errors import InputError, PcavsError, one_line
+from ..media.audio import SPEECH_RATE
+from .jobs import Cancelled, Queue, Ticket, run_on
+from .limits import Limits
 
-IDLE = 3.0  # s without a chunk: the recording has ended (the browser stopped or went away)
-RATE_WINDOW = 5.0  # s over which the frame rates are measured
+VIDEO_CLOCK = 90000  # Hz, RTP's video clock
+SAMPLES_PER_FRAME = SPEECH_RATE // 25
+PROBE_SIDE = 16  # pixels of the probe square
+PROBE_LOUD = 0.25  # a frame whose samples reach this peak lights the probe
+RATE_WINDOW = 5.0  # s over which the frame rate made is measured
+IDLE = 5.0  # s without audio: the recording has ended
 
 
 @dataclass
 class Figures:
-    """What the page shows about a live session."""
+    """What the page shows about a recording, as the server sees it."""
 
-    waiting: bool = True  # for a free pipeline
-    made: int = 0  # frames made
-    dropped: int = 0  # frames real-time mode left out to keep up
-    latency: float = 0.0  # s from the end of a frame's audio reaching the server to the frame being made
+    status: str = "waiting"  # waiting, live, ended, failed
+    position: int | None = None
+    made: int = 0
+    dropped: int = 0
     made_fps: float = 0.0
-    shown_fps: float = 0.0
+    latency: float = 0.0  # s from the end of a frame's audio reaching the server to the frame being made
     error: str | None = None
+    _times: collections.deque = field(default_factory=collections.deque)
 
-    def text(self) -> str:
-        if self.error:
-            return f"**Stopped:** {self.error}"
-        if self.waiting:
-            return "Waiting for the device (other jobs are running)..." if self.made == 0 else "Starting..."
-        line = (f"latency **{self.latency:.2f} s** · **{self.shown_fps:.1f} fps** shown "
-                f"({self.made_fps:.1f} fps made) · {self.made} frames")
-        if self.dropped:
-            line += (f"\n\nThis machine makes frames slower than real time: **{self.dropped} frames dropped** "
-                     "to stay in sync with the voice.")
-        return line
+    def tick(self) -> None:
+        now = time.monotonic()
+        self._times.append(now)
+        while now - self._times[0] > RATE_WINDOW:
+            self._times.popleft()
+        span = self._times[-1] - self._times[0]
+        self.made_fps = (len(self._times) - 1) / span if span > 0 else 0.0
 
-
-def jpeg_html(image: np.ndarray) -> str:
-    """An RGB frame as an <img> with its JPEG inline (no file per frame)."""
-    import cv2
-
-    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 85])
-    if not ok:
-        raise PcavsError("could not encode a frame as JPEG")
-    return f'<img alt="the live face" src="data:image/jpeg;base64,{base64.b64encode(data).decode()}">'
+    def public(self) -> dict[str, Any]:
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in vars(self).items() if not k.startswith("_")}
 
 
-def mono(samples: np.ndarray) -> np.ndarray:
-    """The browser's chunk (int16, mono or interleaved channels) as one channel."""
-    samples = np.asarray(samples)
-    return samples if samples.ndim == 1 else samples.mean(axis=1).astype(samples.dtype)
+def probe_mark(image: np.ndarray, loud: bool) -> np.ndarray:
+    """The frame with the probe square lit (white) or dark (black)."""
+    marked = image.copy()
+    marked[-PROBE_SIDE:, -PROBE_SIDE:] = 255 if loud else 0
+    return marked
 
 
 class LiveSession:
-    """One recording: chunks in through `feed`, frames made on a server pipeline's own thread."""
+    """One recording: audio frames in from aiortc's loop, frames made on a device thread, frames out to the track."""
 
-    def __init__(self, jobs, avatar_of, sample_rate: int):
-        self.jobs = jobs
-        self.avatar_of = avatar_of  # pipeline -> the avatar to animate (prepared once per photo)
-        self.sample_rate = sample_rate
+    def __init__(self, client: str, ticket: Ticket, queue_: Queue, limits: Limits, avatar_of: Callable[[Any], Any],
+                 probe: bool, loop: asyncio.AbstractEventLoop):
+        self.id = secrets.token_urlsafe(12)
+        self.client = client
+        self.ticket = ticket
+        self.queue = queue_
+        self.limits = limits
+        self.avatar_of = avatar_of  # pipeline -> (the pipeline to run, the avatar prepared on it)
+        self.probe = probe
+        self.loop = loop
         self.figures = Figures()
-        self.frame: np.ndarray | None = None
+        self.frames: asyncio.Queue = asyncio.Queue()
         self._chunks: queue.SimpleQueue = queue.SimpleQueue()
-        self._made: collections.deque = collections.deque()  # clock times of recent frames made
-        self._shown: collections.deque = collections.deque()
-        self._last_shown = -1
-        self._index = -1
-        self.thread = threading.Thread(target=self._run, name="pcavs-live", daemon=True)
-        self.thread.start()
+        self._peaks: list[float] = []  # per output frame: the peak of its own samples (the probe)
+        self._pending = np.zeros(0, np.float32)
+        self._resampler = None
+        self.peer = None  # the RTCPeerConnection, once answered
+        self.thread = threading.Thread(target=self._run, name=f"pcavs-live-{self.id[:6]}", daemon=True)
 
-    def feed(self, sample_rate: int, samples: np.ndarray) -> tuple[str | None, str]:
-        """Queue a chunk; (the newest frame as HTML, or None when it is the one already shown; the figures)."""
-        if sample_rate != self.sample_rate:
-            raise InputError(f"the microphone changed its rate ({self.sample_rate} -> {sample_rate} Hz) mid-recording")
-        self._chunks.put(mono(samples))
-        html = None
-        if self.frame is not None and self._index != self._last_shown:
-            self._last_shown = self._index
-            html = jpeg_html(self.frame)
-            self._tick(self._shown)
-        self.figures.shown_fps = self._rate(self._shown)
-        return html, self.figures.text()
+    # ---------------------------------------------------------------- audio in (the event loop)
 
-    def stop(self) -> None:
-        """The recording ended: the stream finishes the frames of the audio it has."""
+    def hear(self, frame) -> None:
+        """An audio frame from the browser: checked, made mono 16 kHz, queued for the stream."""
+        import av
+
+        Limits.live_chunk(frame.sample_rate, frame.samples)
+        if self._resampler is None:
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SPEECH_RATE)
+        for out in self._resampler.resample(frame):
+            samples = out.to_ndarray().reshape(-1).astype(np.float32, copy=False)
+            self._chunks.put(samples)
+            self._measure(samples)
+
+    def end(self) -> None:
+        """No more audio: the stream makes the frames of what it has, then ends."""
         self._chunks.put(None)
+        if self.figures.status == "waiting":
+            self.ticket.stop.set()
 
-    @property
-    def running(self) -> bool:
-        return self.thread.is_alive()
+    def _measure(self, samples: np.ndarray) -> None:
+        self._pending = np.concatenate([self._pending, samples])
+        whole = len(self._pending) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME
+        for block in self._pending[:whole].reshape(-1, SAMPLES_PER_FRAME):
+            self._peaks.append(float(np.abs(block).max()))
+        self._pending = self._pending[whole:]
+
+    # ---------------------------------------------------------------- frames (a device thread)
+
+    def start(self) -> None:
+        self.thread.start()
 
     def _audio(self):
         while True:
@@ -112,35 +137,178 @@ class LiveSession:
             yield chunk
 
     def _run(self) -> None:
-        def frames(pipeline):
-            stream = pipeline.stream(self.avatar_of(pipeline), self._audio(), sample_rate=self.sample_rate,
-                                     realtime=True, mode="crop", progress=False)
-            for frame in stream:
-                yield frame, stream.latency, stream.dropped
+        deadline = time.monotonic() + self.limits.job_timeout
+        try:
+            while self.ticket.slot is None:
+                self.figures.position = self.queue.position(self.ticket)
+                slot = None
+                try:
+                    slot = self.queue.wait(self.ticket, min(deadline, time.monotonic() + 0.5))
+                except Cancelled:
+                    if self.ticket.stop.is_set() or time.monotonic() > deadline:
+                        raise
+                if slot is not None:
+                    break
+            self._drain()  # the audio that came while waiting is the past: start from now
+            self.figures.status, self.figures.position = "live", None
+
+            def frames(pipeline):
+                runner, avatar = self.avatar_of(pipeline)
+                stream = runner.stream(avatar, self._audio(), sample_rate=SPEECH_RATE, realtime=True, mode="crop",
+                                       progress=False)
+                for frame in stream:
+                    yield frame, stream.latency, stream.dropped
+
+            timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.ticket.stop.set)
+            timer.start()
+            try:
+                for frame, latency, dropped in run_on(self.ticket.slot, frames, self.ticket.stop):
+                    image = frame.image
+                    if self.probe:
+                        peaks = self._peaks
+                        image = probe_mark(image, frame.index < len(peaks) and peaks[frame.index] >= PROBE_LOUD)
+                    self.figures.made += 1
+                    self.figures.tick()
+                    self.figures.latency, self.figures.dropped = latency, dropped
+                    self.loop.call_soon_threadsafe(self.frames.put_nowait, (frame.index, image))
+            finally:
+                timer.cancel()
+            self.figures.status = "ended"
+        except Cancelled:
+            self.figures.status = "ended"
+        except PcavsError as exc:
+            self.figures.status, self.figures.error = "failed", one_line(exc)
+        except Exception as exc:  # noqa: BLE001 - shown in the page; the server goes on
+            self.figures.status, self.figures.error = "failed", f"internal error: {type(exc).__name__}: {one_line(exc)}"
+        finally:
+            self.queue.leave(self.ticket)
+            self.loop.call_soon_threadsafe(self.frames.put_nowait, None)
+
+    def _drain(self) -> None:
+        skipped = 0
+        while True:
+            try:
+                chunk = self._chunks.get_nowait()
+            except queue.Empty:
+                break
+            if chunk is None:
+                self._chunks.put(None)
+                break
+            skipped += len(chunk)
+        self._peaks = self._peaks[skipped // SAMPLES_PER_FRAME:]
+
+
+class Sessions:
+    """The live recordings of one server: at most one per client."""
+
+    def __init__(self, queue_: Queue, limits: Limits, ice_servers: list[str]):
+        self.queue = queue_
+        self.limits = limits
+        self.ice_servers = ice_servers
+        self._sessions: dict[str, LiveSession] = {}
+        self._peers: set = set()
+        self._lock = threading.Lock()
+
+    def get(self, session_id: str) -> LiveSession | None:
+        with self._lock:
+            return self._sessions.get(session_id)
+
+    async def offer(self, client: str, sdp: str, kind: str, avatar_of: Callable[[Any], Any], probe: bool) -> dict:
+        """Answer the browser's offer: a recording is queued, its face track added. InputError when refused."""
+        from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+
+        if kind != "offer" or not isinstance(sdp, str) or "m=audio" not in sdp:
+            raise InputError("offer: send the browser's SDP offer with a microphone (audio) track, as {sdp, type}")
+        with self._lock:
+            if any(s.client == client and s.figures.status in ("waiting", "live") for s in self._sessions.values()):
+                raise InputError("one live recording per client: stop the other one first")
+        ticket = self.queue.join(client, "live")
+        session = LiveSession(client, ticket, self.queue, self.limits, avatar_of, probe, asyncio.get_running_loop())
+        config = RTCConfiguration([RTCIceServer(url) for url in self.ice_servers])
+        peer = RTCPeerConnection(config)
+        self._peers.add(peer)
+
+        @peer.on("track")
+        def on_track(track) -> None:
+            if track.kind == "audio":
+                asyncio.ensure_future(self._listen(session, track))
+
+        @peer.on("connectionstatechange")
+        async def on_state() -> None:
+            if peer.connectionState in ("failed", "closed", "disconnected"):
+                session.end()
+                await self._close(peer)
+
+        peer.addTrack(FaceTrack(session))
+        try:
+            await peer.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            await peer.setLocalDescription(await peer.createAnswer())
+        except Exception as exc:  # noqa: BLE001 - a malformed offer: the client's error
+            self.queue.leave(ticket)
+            await self._close(peer)
+            raise InputError(f"offer: not a usable WebRTC offer ({one_line(exc, 120)})") from None
+        with self._lock:
+            self._sessions[session.id] = session
+        session.peer = peer
+        session.start()
+        return {"sdp": peer.localDescription.sdp, "type": peer.localDescription.type, "session": session.id}
+
+    async def _listen(self, session: LiveSession, track) -> None:
+        from aiortc.mediastreams import MediaStreamError
 
         try:
-            for frame, latency, dropped in self.jobs.iterate(frames):
-                self.figures.waiting = False
-                self.frame, self._index = frame.image, frame.index
-                self._tick(self._made)
-                self.figures.made += 1
-                self.figures.made_fps = self._rate(self._made)
-                self.figures.latency, self.figures.dropped = latency, dropped
+            while True:
+                session.hear(await track.recv())
+        except MediaStreamError:
+            pass
         except PcavsError as exc:
-            self.figures.error = one_line(exc)
-        except Exception as exc:  # noqa: BLE001 - shown in the page; the server goes on
-            self.figures.error = f"internal error: {type(exc).__name__}: {one_line(exc)}"
+            session.figures.status, session.figures.error = "failed", one_line(exc)
+            session.ticket.stop.set()
+        session.end()
 
-    @staticmethod
-    def _tick(times: collections.deque) -> None:
-        now = time.monotonic()
-        times.append(now)
-        while times and now - times[0] > RATE_WINDOW:
-            times.popleft()
+    async def stop(self, session_id: str) -> None:
+        with self._lock:
+            session = self._sessions.pop(session_id, None)
+        if session is not None:
+            session.end()
+            session.ticket.stop.set()
+            await self._close(session.peer)
 
-    @staticmethod
-    def _rate(times: collections.deque) -> float:
-        if len(times) < 2:
-            return 0.0
-        span = max(times[-1] - times[0], time.monotonic() - times[0])
-        return (len(times) - 1) / span if span > 0 else 0.0
+    async def _close(self, peer) -> None:
+        self._peers.discard(peer)
+        await peer.close()
+
+    async def close(self) -> None:
+        for session_id in list(self._sessions):
+            await self.stop(session_id)
+
+
+def _face_track_class():
+    from aiortc import MediaStreamTrack
+
+    class Track(MediaStreamTrack):
+        kind = "video"
+
+        def __init__(self, session: LiveSession):
+            super().__init__()
+            self.session = session
+
+        async def recv(self):
+            import av
+            from aiortc.mediastreams import MediaStreamError
+
+            item = await self.session.frames.get()
+            if item is None:
+                self.stop()
+                raise MediaStreamError
+            index, image = item
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = index * (VIDEO_CLOCK // 25), fractions.Fraction(1, VIDEO_CLOCK)
+            return frame
+
+    return Track
+
+
+def FaceTrack(session: LiveSession):  # noqa: N802 - builds aiortc's track class on first use (aiortc is optional)
+    """The video track of a recording: each frame as soon as it is made."""
+    return _face_track_class()(session)

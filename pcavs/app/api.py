@@ -1,0 +1,204 @@
+"""The HTTP API for integrators (OpenAPI at /docs), served beside the page by `pcavs serve`:
+
+- `POST /v1/videos`: a multipart form with `face`, `audio`, an optional `pose` and any option by name;
+  202 with {"id", "status"}.
+- `GET /v1/videos/{id}`: status (queued, running, done, failed), stage, progress, frames, total, error, position.
+- `GET /v1/videos/{id}/frames`: the frames as they are made, a `multipart/x-mixed-replace` stream of JPEGs
+  (each part's `X-Frame-Index`, `X-Frame-Total`), with a JSON status part each second without a frame and at the end.
+- `GET /v1/videos/{id}/voice`: the voice as the job heard it (16 kHz wav), for a player's sound.
+- `GET /v1/videos/{id}/content`: the mp4 once done.  `DELETE /v1/videos/{id}`: cancel and delete.
+- `POST /live/offer`: WebRTC, {"sdp", "type", "avatar"?, "probe"?} in, the answer out; `GET /live/{session}`:
+  its figures; `DELETE /live/{session}`: stop it.
+
+Job ids are unguessable and never listed: a job's URLs are its client's alone. With `--auth`, every route
+needs the page's login cookie or HTTP Basic credentials.
+"""
+from __future__ import annotations
+
+import base64
+import hmac
+import inspect
+import json
+import re
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..core.assets import DEMO_FACE
+from ..core.errors import InputError, PcavsError, one_line
+from ..core.options import Options
+from .server import Server
+
+FORM_OPTIONS = tuple(f.name for f in fields(Options) if f.metadata["cli"] and f.name not in ("mouth", "enhance_checkpoint"))
+BOUNDARY = "pcavs-frame"
+SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,5}$")
+
+
+def client_of(request: Any) -> str:
+    """Who sent a request, for the per-client limits: its address."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+class Auth:
+    """The server's logins: HTTP Basic for API clients, or the page's own login cookie."""
+
+    def __init__(self, pairs: list[tuple[str, str]] | None):
+        self.pairs = pairs or []
+        self.cookie_user: Callable[[Any], str | None] = lambda request: None  # set once the page is mounted
+
+    def allows(self, request: Any) -> bool:
+        if not self.pairs:
+            return True
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("basic "):
+            try:
+                user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+            except ValueError:
+                return False
+            return any(hmac.compare_digest(user, u) & hmac.compare_digest(password, p) for u, p in self.pairs)
+        return self.cookie_user(request) is not None
+
+
+def router(server: Server, auth: Auth, max_upload: int):
+    """The API's routes, for `app.include_router`."""
+    from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+    from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+
+    def login(request: Request) -> None:
+        if not auth.allows(request):
+            raise HTTPException(401, "log in first (HTTP Basic, or the page's login)",
+                                headers={"WWW-Authenticate": 'Basic realm="pcavs"'})
+
+    api = APIRouter(dependencies=[Depends(login)])
+
+    def refused(exc: PcavsError, status: int = 400) -> JSONResponse:
+        return JSONResponse({"error": one_line(exc)}, status_code=status)
+
+    def job_of(job_id: str):
+        job = server.videos.get(job_id)
+        if job is None:
+            raise HTTPException(404, "no such video (cancelled, deleted, expired, or never made)")
+        return job
+
+    async def save(upload: UploadFile | None, folder: Path, role: str) -> tuple[str, str] | None:
+        if upload is None or not upload.filename:
+            return None
+        shown = Path(upload.filename).name[:120] or role
+        suffix = SUFFIX.search(shown)
+        path = folder / f"upload-{role}{suffix.group(0).lower() if suffix else ''}"
+        size = 0
+        with open(path, "wb") as out:
+            while block := await upload.read(1 << 20):
+                size += len(block)
+                if size > max_upload:
+                    raise InputError(f"{role}: {shown} is larger than this server's {max_upload >> 20} MB limit")
+                out.write(block)
+        return str(path), shown
+
+    async def create(request: Request, face: UploadFile = File(...), audio: UploadFile = File(...),
+                     pose: UploadFile | None = File(None), **options: str | None):
+        """Make a talking-face video: 202 with the job's id; poll `GET /v1/videos/{id}`."""
+        import tempfile
+
+        import anyio
+
+        with tempfile.TemporaryDirectory(dir=server.workspace.root) as staging:
+            try:
+                files = [await save(f, Path(staging), role) for f, role in ((face, "face"), (audio, "audio"), (pose, "pose"))]
+                values = {k: v for k, v in options.items() if v not in (None, "")}
+                job = await anyio.to_thread.run_sync(server.submit, client_of(request), *files, values)
+            except PcavsError as exc:
+                return refused(exc)
+        return JSONResponse({"id": job.id, "status": job.status}, status_code=202)
+
+    defaults = {f.name: f.default for f in fields(Options)}
+    extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=Form(None, description=_help(name)),
+                               annotation=str | None) for name in FORM_OPTIONS]
+    signature = inspect.signature(create)
+    kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    create.__signature__ = signature.replace(parameters=kept + extra)
+    del defaults
+    api.post("/v1/videos", status_code=202, summary="Make a video")(create)
+
+    @api.get("/v1/videos/{job_id}", summary="A video's status")
+    def status(job_id: str) -> dict:
+        job = job_of(job_id)
+        return job.summary(server.videos.position(job))
+
+    @api.get("/v1/videos/{job_id}/content", summary="The mp4, once done", response_class=FileResponse)
+    def content(job_id: str):
+        job = job_of(job_id)
+        if job.status != "done" or job.video is None or not job.video.is_file():
+            return JSONResponse({"error": f"the video is {job.status}, not done"}, status_code=409)
+        return FileResponse(job.video, media_type="video/mp4", filename="talking_face.mp4")
+
+    @api.get("/v1/videos/{job_id}/voice", summary="The voice as the job heard it (16 kHz wav)",
+             response_class=FileResponse)
+    def voice(job_id: str):
+        path = job_of(job_id).folder / "voice.wav"
+        if not path.is_file():
+            return JSONResponse({"error": "the voice is not there (yet, or any more)"}, status_code=409)
+        return FileResponse(path, media_type="audio/wav")
+
+    @api.get("/v1/videos/{job_id}/frames", summary="The frames as they are made (multipart JPEG stream)")
+    def frames(job_id: str, start: int = 0):
+        job = job_of(job_id)
+        if start < 0:
+            return JSONResponse({"error": "start: a frame index, 0 or more"}, status_code=400)
+        return StreamingResponse(_parts(server, job, start), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
+                                 headers={"Cache-Control": "no-store"})
+
+    @api.delete("/v1/videos/{job_id}", status_code=204, summary="Cancel and delete a video")
+    def delete(job_id: str) -> None:
+        job_of(job_id)
+        server.videos.delete(job_id)
+
+    @api.post("/live/offer", summary="Live: the browser's WebRTC offer in, the answer out")
+    async def offer(request: Request):
+        try:
+            body = await request.json()
+            if not isinstance(body, dict):
+                raise ValueError
+        except ValueError:
+            return refused(InputError("offer: send JSON {\"sdp\": ..., \"type\": \"offer\"}"))
+        try:
+            avatar_of = server.live_avatar(body.get("avatar"), str(DEMO_FACE))
+            return await server.sessions.offer(client_of(request), body.get("sdp"), body.get("type"), avatar_of,
+                                               bool(body.get("probe")))
+        except PcavsError as exc:
+            return refused(exc, 429 if "one live recording" in str(exc) or "queue" in str(exc) else 400)
+
+    @api.get("/live/{session_id}", summary="Live: a recording's figures")
+    def live_figures(session_id: str) -> dict:
+        session = server.sessions.get(session_id)
+        if session is None:
+            raise HTTPException(404, "no such recording")
+        return session.figures.public()
+
+    @api.delete("/live/{session_id}", status_code=204, summary="Live: stop a recording")
+    async def live_stop(session_id: str) -> None:
+        await server.sessions.stop(session_id)
+
+    return api
+
+
+def _parts(server: Server, job, start: int) -> Iterator[bytes]:
+    def part(kind: str, body: bytes, headers: str = "") -> bytes:
+        return (f"--{BOUNDARY}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n{headers}\r\n").encode() + body + b"\r\n"
+
+    def state() -> bytes:
+        return part("application/json", json.dumps(job.summary(server.videos.position(job))).encode())
+
+    yield state()
+    for item in job.follow(start):
+        if item is None:
+            yield state()
+        else:
+            index, jpeg = item
+            yield part("image/jpeg", jpeg, f"X-Frame-Index: {index}\r\nX-Frame-Total: {job.total or ''}\r\n")
+    yield state()
+    yield f"--{BOUNDARY}--\r\n".encode()
+
+
+def _help(name: str) -> str:
+    return next(f.metadata["help"] for f in fields(Options) if f.name == name)
