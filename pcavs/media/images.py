@@ -1,5 +1,5 @@
 """Read any photo as upright 8-bit RGB (EXIF rotation applied; grey, RGBA, 16-bit, float and CMYK converted),
-and resample images with anti-aliasing."""
+encode a frame as JPEG, and resample images with anti-aliasing."""
 from __future__ import annotations
 
 import math
@@ -10,10 +10,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core.errors import InputError
+from ..core.errors import InputError, PcavsError
 
 MAX_PIXELS = 400_000_000  # beyond this a file is refused as a likely decompression bomb
 NO_HEIF = (".heic", ".heif", ".avif")  # formats Pillow reads only with the pillow-heif plugin
+JPEG_MAX_SIDE = 65500  # pixels: the most a JPEG (as libjpeg writes it) allows on either side
 
 
 def read_image(src: str | os.PathLike | np.ndarray, name: str | None = None) -> np.ndarray:
@@ -112,6 +113,24 @@ def to_rgb8(array: np.ndarray, name: str = "the image array") -> np.ndarray:
     if scaled.shape[2] == 1:
         scaled = np.repeat(scaled, 3, axis=2)
     return np.ascontiguousarray(np.rint(scaled * 255.0).astype(np.uint8))
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 85) -> bytes:
+    """HxWx3 uint8 RGB -> the bytes of a JPEG file at `quality` (1 to 100), e.g. for an inline <img>."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
+        raise InputError(f"encode_jpeg: expected an HxWx3 uint8 RGB image, got {image.dtype} of shape {image.shape}; "
+                         "convert it with to_rgb8")
+    height, width = image.shape[:2]
+    if max(height, width) > JPEG_MAX_SIDE:
+        raise InputError(f"encode_jpeg: a {width}x{height} image is too large for JPEG "
+                         f"({JPEG_MAX_SIDE} pixels a side at most); downscale it")
+    if not 1 <= quality <= 100:
+        raise InputError(f"encode_jpeg: quality must be 1 to 100, got {quality}")
+    ok, data = cv2.imencode(".jpg", np.ascontiguousarray(image[:, :, ::-1]), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise PcavsError(f"encode_jpeg: OpenCV could not encode the {width}x{height} image as JPEG")
+    return data.tobytes()
 
 
 def _register_heif() -> None:

@@ -23,6 +23,7 @@ import urllib.request
 from dataclasses import fields
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import soundfile
@@ -492,6 +493,16 @@ def large_video(tmp_path_factory) -> Path:
 
 def player_html(path) -> str:
     return notebook.show_video(path)._repr_html_()
+
+
+def test_a_frame_is_an_inline_jpeg_with_its_caption_escaped():
+    frame = np.zeros((90, 600, 3), np.uint8)
+    frame[:, 300:] = (250, 40, 40)
+    page = notebook.picture(frame, "1.0 s <made>")._repr_html_()
+    found = re.fullmatch(r'<img width="480" src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)"><br><small>(.*)</small>', page)
+    assert found and found[2] == "1.0 s &lt;made&gt;"
+    shown = cv2.imdecode(np.frombuffer(base64.b64decode(found[1]), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert shown.shape == frame.shape and np.abs(shown.astype(int) - frame).mean() < 3
 
 
 def test_a_small_video_is_embedded_once_with_its_name_escaped(tmp_path, monkeypatch):

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import nbformat
@@ -120,6 +122,15 @@ def test_the_colab_notebook_is_thin_and_in_order():
         "the faces (226 MB for 60 s) are kept only when a score is asked for"
 
 
+def copy_of_the_project(clone: Path) -> Path:
+    """The files pip builds the package from, copied into `clone`."""
+    clone.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE", "pcavs"):
+        if (ROOT / name).exists():
+            (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, clone / name)
+    return clone
+
+
 def test_the_install_cell_takes_the_pypi_route(monkeypatch):
     assert run_install_cell(monkeypatch, "pcavs[notebook]")[-1] == "pcavs[notebook]"
 
@@ -127,11 +138,7 @@ def test_the_install_cell_takes_the_pypi_route(monkeypatch):
 def test_the_install_cell_installs_a_local_clone(monkeypatch, tmp_path):
     pytest.importorskip("setuptools")  # pip builds the clone's metadata with it (no network)
     real_run = subprocess.run
-    clone = tmp_path / "clone"
-    clone.mkdir()
-    for name in ("pyproject.toml", "README.md", "LICENSE", "pcavs"):
-        if (ROOT / name).exists():
-            (shutil.copytree if (ROOT / name).is_dir() else shutil.copy)(ROOT / name, clone / name)
+    clone = copy_of_the_project(tmp_path / "clone")
     command = run_install_cell(monkeypatch, f"pcavs[notebook] @ {clone.as_uri()}")
     dry_run = command[:-1] + ["--dry-run", "--no-deps", "--no-index", "--no-build-isolation", "--ignore-installed",
                               "--report", "-", command[-1]]
@@ -140,6 +147,24 @@ def test_the_install_cell_installs_a_local_clone(monkeypatch, tmp_path):
     (installed,) = json.loads(done.stdout)["install"]
     assert installed["metadata"]["name"] == "pcavs" and installed["download_info"]["url"] == clone.as_uri()
     assert 'ipywidgets>=7.6; extra == "notebook"' in installed["metadata"]["requires_dist"]
+
+
+def test_the_wheel_ships_the_recording_scripts(tmp_path):
+    """What pip installs in Colab holds the browser side of the recordings, and the helpers read it from there."""
+    pytest.importorskip("setuptools")
+    clone = copy_of_the_project(tmp_path / "clone")
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-index", "--no-build-isolation",
+                            "-q", "-w", str(tmp_path / "wheel"), str(clone)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    (wheel,) = (tmp_path / "wheel").glob("pcavs-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert {"pcavs/app/notebook/record_voice.js", "pcavs/app/notebook/take_photo.js"} <= set(archive.namelist())
+        archive.extractall(tmp_path / "installed")
+    script = "from pcavs.app import notebook; print(notebook.__file__); print('getUserMedia' in notebook.RECORD_VOICE_JS)"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path / "installed")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(tmp_path / "installed/pcavs/app/notebook/__init__.py"), "True"]
 
 
 def test_the_requirements_accept_what_colab_ships():

@@ -1,4 +1,5 @@
-"""Reading photos of every kind as upright 8-bit RGB, refusing bad files in one line, and anti-aliased warps."""
+"""Reading photos of every kind as upright 8-bit RGB, refusing bad files in one line, JPEG encoding, and
+anti-aliased warps."""
 from __future__ import annotations
 
 import struct
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from pcavs.core.errors import InputError
-from pcavs.media.images import read_image, to_rgb8, warp_affine
+from pcavs.media.images import JPEG_MAX_SIDE, encode_jpeg, read_image, to_rgb8, warp_affine
 
 from support.faces import IDENTITY, identity_crop
 
@@ -122,6 +123,29 @@ def test_bad_files_name_the_file_in_one_line(tmp_path):
 def test_error_names_the_given_name(tmp_path):
     with pytest.raises(InputError, match="^reference photo 2: file not found"):
         read_image(tmp_path / "nope.png", name="reference photo 2")
+
+
+def test_encode_jpeg_round_trips_through_opencv(photo):
+    data = encode_jpeg(photo)
+    assert data[:2] == b"\xff\xd8" and data[-2:] == b"\xff\xd9"  # a whole JPEG file: start and end markers
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]  # BGR back to RGB
+    assert close(decoded, photo, 4)  # the colours kept in RGB order: the red bar stays red
+    assert decoded[100, 270, 0] > 200 and decoded[100, 270, 2] < 90
+    small, large = len(encode_jpeg(photo, quality=30)), len(encode_jpeg(photo, quality=95))
+    assert small < len(data) < large < photo.nbytes  # quality sets the size; any of them smaller than the pixels
+
+
+@pytest.mark.parametrize("image, quality, words", [
+    (np.zeros((8, 8), np.uint8), 85, "expected an HxWx3 uint8 RGB image"),
+    (np.zeros((8, 8, 3), np.float32), 85, "got float32 of shape (8, 8, 3)"),
+    (np.zeros((0, 8, 3), np.uint8), 85, "expected an HxWx3 uint8 RGB image"),
+    (np.zeros((1, JPEG_MAX_SIDE + 1, 3), np.uint8), 85, "too large for JPEG"),
+    (np.zeros((8, 8, 3), np.uint8), 0, "quality must be 1 to 100"),
+])
+def test_encode_jpeg_refuses_what_jpeg_cannot_hold(image, quality, words):
+    with pytest.raises(InputError) as caught:
+        encode_jpeg(image, quality)
+    assert str(caught.value).startswith("encode_jpeg: ") and words in str(caught.value)
 
 
 def test_warp_matches_opencv_when_not_shrinking():
