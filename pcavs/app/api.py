@@ -13,7 +13,6 @@
 Job ids are unguessable and never listed: a job's URLs are its client's alone. With `--auth`, every route
 needs the page's login cookie or HTTP Basic credentials.
 """
-from __future__ import annotations
 
 import base64
 import hmac

@@ -62,14 +62,7 @@ def unread(base: type) -> type:
                 raise gradio().Error("a URL in place of a file: upload the file itself", print_exception=False)
             return super().move_resource_to_block_cache(url_or_file_path)
 
-        @classmethod
-        def get_block_name(cls) -> str:
-            return base.get_block_name()
-
-        def api_info(self) -> dict:
-            return base.api_info(self)
-
-    Unread.__name__ = base.__name__
+    Unread.__name__ = base.__name__  # the page's component of that name draws it
     return Unread
 
 
@@ -314,5 +307,6 @@ def _keywords(function, gr):
         def wrapper(*args, **kwargs):
             return function(*args, **kwargs)
     wrapper.__name__, wrapper.__doc__ = function.__name__, function.__doc__
+    wrapper.__annotations__ = {"request": gr.Request}
     wrapper.__signature__ = signature.replace(parameters=kept + extra)
     return wrapper

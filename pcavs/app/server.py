@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import secrets
+import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,19 @@ from .limits import Limits
 from .live import Sessions
 from .video import check_inputs, make_video
 from .workspace import Workspace
+
+
+def _copy(file: tuple[str, str] | None, folder: Path, role: str) -> tuple[str, str] | None:
+    """The request's own copy of an input, in its job's folder: (path, the user's file name)."""
+    if file is None:
+        return None
+    path, shown = file
+    target = folder / f"{role}{Path(shown).suffix.lower()[:6]}"
+    try:
+        shutil.copyfile(path, target)
+    except OSError:
+        raise InputError(f"{role}: {shown}: the upload is gone; send it again") from None
+    return str(target), shown
 
 
 class Uploads:
@@ -101,6 +115,7 @@ class Server:
         options = self.limits.options(Options.from_strings(text), self.backend.device_type)
         job = self.videos.new(client)
         try:
+            face, audio, pose = (_copy(file, job.folder, role) for file, role in ((face, "face"), (audio, "audio"), (pose, "pose")))
             inputs = check_inputs(self.limits, job.folder, face, audio, pose)
         except BaseException:
             self.videos.delete(job.id)

@@ -30,3 +30,16 @@ def stand_in(self, spatial, style, noise=None):
     maps = self.noises.fixed() if noise is None else noise
     coarse = F.interpolate(style[:, -192:].reshape(-1, 3, 8, 8), size=224, mode="nearest")
     return torch.tanh(coarse + spatial.mean() + 0.5 * maps[-1])
+
+
+def timed_stand_in(patch: pytest.MonkeyPatch, seconds_per_frame: float) -> None:
+    """The stand-in generator taking `seconds_per_frame` a frame, as a fast GPU would (for Live at 25 fps)."""
+    import time
+
+    from pcavs.models.generator import Generator
+
+    def forward(self, spatial, style, noise=None):
+        time.sleep(seconds_per_frame * len(style))
+        return stand_in(self, spatial, style, noise)
+
+    patch.setattr(Generator, "forward", forward)

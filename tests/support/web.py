@@ -84,3 +84,15 @@ def fake_devices(folder: Path, face: Path, speech: Path) -> tuple[Path, Path]:
     ffmpeg("-loop", "1", "-i", str(face), "-t", "2", "-r", "10", "-vf", "scale=640:480,format=yuv420p", str(camera))
     ffmpeg("-i", str(speech), "-ar", "48000", "-ac", "1", "-c:a", "pcm_s16le", str(microphone))
     return camera, microphone
+
+
+def click_track(folder: Path, seconds: float = 30.0, every: float = 0.5, rate: int = 48000) -> Path:
+    """A microphone file of sharp clicks (10 ms, loud) every `every` seconds over silence: each click is a sound whose
+    frame Live's probe square lights, so the page can time sound to face."""
+    samples = np.zeros(int(seconds * rate), np.float32)
+    click = int(0.01 * rate)
+    for start in range(int(0.2 * rate), len(samples) - click, int(every * rate)):
+        samples[start:start + click] = 0.8 * np.sign(np.sin(np.arange(click) * 2 * np.pi * 1000 / rate) + 1e-9)
+    path = folder / "clicks.wav"
+    sf.write(path, samples, rate, subtype="PCM_16")
+    return path
