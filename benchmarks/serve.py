@@ -1,30 +1,31 @@
 """The web app as a user meets it: `pcavs.serve()` on loopback, headless chromium (Debian's, with a fake webcam and
-microphone), a photo and a voice of `--seconds` uploaded in "Make a video", then `--live` seconds in "Live".
+a microphone of clicks), a photo and voices of `--seconds` uploaded in "Make a video", then `--live` seconds in
+"Live" over WebRTC, on this machine's generator and on a stand-in that takes 5 ms a frame (what a GPU sees).
 
-    python benchmarks/serve.py [--seconds 10] [--live 10] [--mode full] [--device auto] [--checkpoints DIR]
+    python benchmarks/serve.py [--seconds 3 10] [--live 10] [--mode full] [--device auto] [--checkpoints DIR]
 
-Prints, measured in the page: the time from the click until the video starts playing and until the mp4 can be
-downloaded; in Live, the latency and frame rates the page shows, the frames that came back and the frames
-dropped. Without --checkpoints the weights are synthesized (the faces are noise; the timings are real).
+Prints, measured in the page: the time from the click to the first frame on screen and to the mp4; in Live,
+the latency from a click in the microphone to its frame on screen (median and p95), the frame rates shown and
+made, and the frames dropped. Without --checkpoints the weights are synthesized (the faces are noise; the
+timings are real).
 """
 from __future__ import annotations
 
 import argparse
-import re
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from support.generators import timed_stand_in  # noqa: E402
 from support.kits import INPUTS  # noqa: E402
-from support.web import COUNT_FRAMES, CHROMIUM, PLAYING, chromium, fake_devices, free_port  # noqa: E402
-
+from support.web import CHROMIUM, chromium, click_track, fake_devices, free_port, make_video, record_live  # noqa: E402
 
 
 def voice_of(seconds: float, path: Path) -> Path:
@@ -34,50 +35,20 @@ def voice_of(seconds: float, path: Path) -> Path:
     return path
 
 
-def make_a_video(page, face: Path, voice: Path, mode: str) -> tuple[float, float]:
-    """(s from the click until the video plays, s until the mp4 can be downloaded)."""
-    page.set_input_files("#face input[type=file]", str(face))
-    page.set_input_files("#voice input[type=file]", str(voice))
-    page.wait_for_selector("#face img[src]")
-    page.wait_for_selector("#voice button[aria-label='Play']")
-    if mode != "full":
-        page.click("button:has-text('Options')")
-        page.click("#option_mode input")
-        page.click(f"[role=listbox] [role=option]:has-text('{mode}')")
-    now = "() => performance.now() / 1000"
-    start = page.evaluate(now)
-    page.click("#go")
-    page.wait_for_function(PLAYING, timeout=3_600_000, polling=100)
-    playing = page.evaluate(now) - start
-    page.wait_for_selector("#final a[download]", timeout=3_600_000)
-    return playing, page.evaluate(now) - start
-
-
-def live(page, seconds: float) -> dict:
-    """Record `seconds` in Live: the figures the page shows, once a second, and the frames that came back."""
-    page.get_by_role("tab", name="Live").click()
-    page.click("#mic button:has-text('Record')")
-    page.wait_for_selector("#live_face img[src^='data:image/jpeg']", timeout=600_000)
-    page.evaluate(COUNT_FRAMES)
-    shown = []
-    for _ in range(round(seconds)):
-        page.wait_for_timeout(1000)
-        shown.append(page.inner_text("#live_stats"))
-    frames = page.evaluate("() => window.framesBack")
-    page.click("#mic button:has-text('Stop') >> visible=true")
-    number = lambda pattern, text: float(m[1]) if (m := re.search(pattern, text)) else 0.0  # noqa: E731
-    return {
-        "latency": statistics.median(number(r"latency ([\d.]+) s", t) for t in shown),
-        "shown fps": statistics.median(number(r"([\d.]+) fps shown", t) for t in shown),
-        "made fps": statistics.median(number(r"\(([\d.]+) fps made", t) for t in shown),
-        "dropped": int(number(r"(\d+) frames dropped", shown[-1])),
-        "frames back": frames, "last": re.sub(r"^[\d.]+s\s*", "", shown[-1]).replace("\n\n", " "),
-    }
+def live(browser, url: str, seconds: float, name: str) -> None:
+    context = browser.new_context(permissions=["camera", "microphone"], viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.goto(url)
+    f = record_live(page, seconds)
+    context.close()
+    latency = "none timed" if f["median"] is None else f"median {f['median']:.3f} s, p95 {f['p95']:.3f} s"
+    print(f"live, {name} ({seconds:g} s): latency sound to face {latency} ({len(f['latencies'])} clicks); "
+          f"{f['shown_fps']:.1f} fps shown, {f['made_fps']:.1f} fps made, {f['made']} made, {f['dropped']} dropped")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=10.0, help="the voice's length")
+    parser.add_argument("--seconds", type=float, nargs="+", default=[3.0, 10.0], help="the voices' lengths")
     parser.add_argument("--live", type=float, default=10.0, help="seconds to record in Live")
     parser.add_argument("--mode", default="full", choices=("full", "crop", "grid"))
     parser.add_argument("--device", default="auto")
@@ -95,23 +66,30 @@ def main() -> None:
             from support.pcavs_weights import write_checkpoints
 
             checkpoints = write_checkpoints(folder / "weights")
-        start = time.perf_counter()
-        served = pcavs.serve(port=free_port(), checkpoints=checkpoints, device=args.device, block=False)
-        print(f"server up in {time.perf_counter() - start:.1f} s on {', '.join(str(p.device) for p in served.jobs.pipelines)}")
-        try:
-            with chromium(*fake_devices(folder, DEMO_FACE, INPUTS / "speech.wav")) as browser:
-                context = browser.new_context(permissions=["camera", "microphone"], viewport={"width": 1280, "height": 1000})
-                page = context.new_page()
-                page.goto(served.url)
-                playing, finished = make_a_video(page, DEMO_FACE, voice_of(args.seconds, folder / "voice.wav"), args.mode)
-                print(f"make a video ({args.seconds:g} s voice, {args.mode} mode): plays after {playing:.1f} s, "
-                      f"mp4 after {finished:.1f} s ({playing / finished:.0%} of the wait)")
-                figures = live(page, args.live)
-                print(f"live ({args.live:g} s): median latency {figures['latency']:.2f} s, {figures['shown fps']:.1f} fps "
-                      f"shown, {figures['made fps']:.1f} fps made, {figures['frames back']} frames back, "
-                      f"{figures['dropped']} dropped; last: {figures['last']}")
-        finally:
-            served.close()
+        with chromium(*fake_devices(folder, DEMO_FACE, click_track(folder))) as browser:
+            start = time.perf_counter()
+            served = pcavs.serve(port=free_port(), checkpoints=checkpoints, device=args.device, block=False)
+            print(f"server up in {time.perf_counter() - start:.1f} s")
+            try:
+                for seconds in args.seconds:
+                    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+                    page = context.new_page()
+                    page.goto(served.url)
+                    t = make_video(page, DEMO_FACE, voice_of(seconds, folder / f"voice{seconds:g}.wav"), None, 3600)
+                    context.close()
+                    print(f"make a video ({seconds:g} s voice, {args.mode} mode): first frame on screen after "
+                          f"{t['first']:.1f} s, mp4 after {t['mp4']:.1f} s, {t['shown']} frames shown while made")
+                live(browser, served.url, args.live, "this machine's generator")
+            finally:
+                served.close()
+            with pytest.MonkeyPatch.context() as patch:
+                timed_stand_in(patch, 0.005)
+                served = pcavs.serve(port=free_port(), checkpoints=checkpoints, device=args.device, block=False,
+                                     live_dtype="float32")
+                try:
+                    live(browser, served.url, args.live, "a stand-in generator of 5 ms a frame")
+                finally:
+                    served.close()
 
 
 if __name__ == "__main__":

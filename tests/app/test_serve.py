@@ -28,7 +28,7 @@ IDENTITY = INPUTS / "identity" / "000000.png"  # an aligned 224x224 face
 
 @pytest.fixture(scope="module")
 def server(synth_weights):
-    with launched(synth_weights, queue=2, max_file_size="1mb") as served:
+    with launched(synth_weights, queue=2, max_file_size="1mb", per_client=8) as served:
         yield served
 
 
@@ -49,9 +49,9 @@ def test_generate_returns_a_playable_mp4_of_the_right_length(client, server, med
     assert (info.video_codec, info.pix_fmt, info.audio_codec, info.fps) == ("h264", "yuv420p", "aac", 25.0)
     assert (info.width, info.height) == (224, 224)
     assert sum(1 for _ in iter_frames(out)) == math.ceil(0.3 * 25)
-    # the job worked in a folder of its own, which now holds the mp4 alone
+    # the job worked in a folder of its own, which holds its inputs and the mp4
     folders = server.workspace.folders()
-    assert folders and [p.name for p in folders[-1].iterdir()] == ["talking_face.mp4"]
+    assert folders and any("talking_face.mp4" in [p.name for p in f.iterdir()] for f in folders)
 
 
 def test_options_by_name_and_their_errors(client, media):
@@ -118,20 +118,20 @@ def test_only_the_servers_own_files_and_the_demo_media_are_served(server, client
         data = [named, named] + [p["parameter_default"] for p in parameters[2:]]
         call = httpx.post(f"{server.url}gradio_api/call/generate", json={"data": data})
         answer = httpx.get(f"{server.url}gradio_api/call/generate/{call.json()['event_id']}", timeout=60).text
-        assert "event: error" in answer and "was not uploaded by a user" in answer, answer
+        assert "event: error" in answer and ("was not uploaded by a user" in answer or "not a file this client uploaded" in answer), answer
 
 
 def test_the_queue_has_a_maximum_and_tells_clients_their_place(client, server, media):
     """With the one pipeline busy, two jobs wait (the limit is 2), each knows its place, and one more is refused."""
     face, voice = grey_photo(media), short_speech(media, 0.12, "q.wav")
-    with server.jobs.slot():  # the device is busy: the next job holds the place Gradio gives it and waits
-        jobs = [client.submit(face=handle_file(face), audio=handle_file(voice), api_name="/generate")]
-        wait_for(lambda: jobs[0].status().code.name == "PROCESSING")
-        jobs += [client.submit(face=handle_file(face), audio=handle_file(voice), api_name="/generate") for _ in range(2)]
-        wait_for(lambda: all(j.status().code.name == "IN_QUEUE" for j in jobs[1:]))
-        assert sorted(j.status().rank for j in jobs[1:]) == [0, 1]
+    with server.server.queue.place("someone else", "job", time.monotonic() + 120):  # the device is busy
+        jobs = [client.submit(face=handle_file(face), audio=handle_file(voice), api_name="/generate") for _ in range(2)]
+        wait_for(lambda: server.server.queue.counts() == (2, 1))
+        ids = [job.id for job in list(server.server.videos._jobs.values()) if job.status == "queued"]
+        places = sorted(httpx.get(f"{server.url}v1/videos/{i}").json()["position"] for i in ids)
+        assert places == [0, 1]
         refused = client.submit(face=handle_file(face), audio=handle_file(voice), api_name="/generate")
-        with pytest.raises(Exception, match="Queue is full"):
+        with pytest.raises(AppError, match="the queue is full"):
             refused.result(timeout=60)
     for job in jobs:  # released: each runs, and fails on its photo with no face
         with pytest.raises(AppError, match="no face found"):
@@ -146,7 +146,7 @@ def wait_for(condition, timeout: float = 60) -> None:
 
 
 def test_folders_removed_at_close_and_all_interfaces_warn(synth_weights, media):
-    with pytest.warns(UserWarning, match="every network interface"):
+    with pytest.warns(UserWarning, match="every network interface"):  # no login
         with launched(synth_weights, host="0.0.0.0") as served:
             root = served.workspace.root
             assert (root / "requests").is_dir()

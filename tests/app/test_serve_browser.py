@@ -19,11 +19,11 @@ from pcavs.core.assets import DEMO_FACE  # noqa: E402
 from pcavs.media.probe import probe  # noqa: E402
 from pcavs.media.video import iter_frames  # noqa: E402
 from support.kits import INPUTS, ROOT  # noqa: E402
-from support.web import CHROMIUM, chromium, click_track, fake_devices, grey_photo, launched, short_speech  # noqa: E402
+from support.web import (CHROMIUM, SHOWN, chromium, click_track, fake_devices, grey_photo, launched, make_video,  # noqa: E402
+                         record_live, short_speech)
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium found (apt-get install chromium, or set $PCAVS_CHROMIUM)")
 ARTEFACTS = Path(os.environ.get("PCAVS_ARTEFACTS", ROOT / "test-artefacts")) / "browser"
-SHOWN = "() => window.pcavsPlayer ? window.pcavsPlayer.shown : 0"
 
 
 @pytest.fixture(scope="module")
@@ -77,30 +77,32 @@ def upload(page, face: Path, voice: Path) -> None:
 
 def test_frames_on_screen_while_made_then_the_mp4(page, tmp_path):
     voice = short_speech(tmp_path, 3.2, source="speech.wav")
-    upload(page, DEMO_FACE, voice)
-    start = elapsed(page)
-    page.click("#go")
-    page.wait_for_selector("#go[disabled], #go:has-text('Making')")  # the button shows that it is busy
-    page.wait_for_function(f"{SHOWN} > 0", timeout=240_000)
-    first = elapsed(page) - start
-    assert page.locator("#final a[download]").count() == 0, "the first frame came only with the mp4"
-    shot(page, "making")
+    times = make_video(page, DEMO_FACE, voice)
+    shot(page, "done")
+    assert not times["mp4_before_first"], "the first frame came only with the mp4"
+    assert times["shown"] >= 80 / 2, f"only {times['shown']} of 80 frames were on screen while the job ran"
     link = page.locator("#final a[download]")
-    link.wait_for(timeout=300_000)
-    finished = elapsed(page) - start
-    player = page.evaluate("() => window.pcavsPlayer")
-    assert player["shown"] >= 80 / 2, f"only {player['shown']} of 80 frames were on screen while the job ran"
     with page.expect_download() as download:
         link.click()
     out = tmp_path / download.value.suggested_filename
     download.value.save_as(out)
-    shot(page, "done")
     info = probe(out)
     assert (info.video_codec, info.audio_codec, info.width, info.height) == ("h264", "aac", 512, 512)
     assert sum(1 for _ in iter_frames(out)) == 80
     assert page.errors == [], page.errors
-    print(f"\n3.2 s voice: first frame on screen after {first:.1f} s, mp4 after {finished:.1f} s, "
-          f"{player['shown']} frames shown while made")
+    print(f"\n3.2 s voice: first frame on screen after {times['first']:.1f} s, mp4 after {times['mp4']:.1f} s, "
+          f"{times['shown']} frames shown while made")
+
+
+def test_the_button_is_busy_and_the_page_shows_the_frames(page, tmp_path):
+    upload(page, DEMO_FACE, short_speech(tmp_path, 1.0, source="speech.wav"))
+    page.click("#go")
+    page.wait_for_selector("#go:has-text('Making')")
+    page.wait_for_function(f"{SHOWN} > 0", timeout=240_000)
+    shot(page, "making")
+    page.locator("#final a[download]").wait_for(timeout=300_000)
+    page.wait_for_selector("#go:has-text('Make the video')")
+    assert page.errors == [], page.errors
 
 
 def test_stop_cancels_the_job_and_leaves_no_folder(page, server, tmp_path):
@@ -167,16 +169,8 @@ def live(browser, served, name: str, seconds: float) -> dict:
     page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     try:
         page.goto(served.url)
-        page.get_by_role("tab", name="Live").click()
-        page.click("#live_record")
-        page.wait_for_function("() => window.pcavsLive.shown > 0", timeout=120_000)
-        page.wait_for_timeout(seconds * 1000)
+        result = record_live(page, seconds)
         shot(page, name)
-        result = page.evaluate("""() => { const l = window.pcavsLive; const s = [...l.latencies].sort((a, b) => a - b);
-            return {made: l.figures.made, dropped: l.figures.dropped, made_fps: l.figures.made_fps,
-                    shown_fps: l.shownFps, latencies: s, median: s[Math.floor(s.length / 2)],
-                    p95: s[Math.min(s.length - 1, Math.floor(0.95 * s.length))], shown: l.shown}; }""")
-        page.click("#live_stop")
     finally:
         context.close()
     assert errors == [], errors

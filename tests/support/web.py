@@ -16,12 +16,46 @@ from support.kits import INPUTS
 # Debian's chromium (apt-get install chromium), or the binary $PCAVS_CHROMIUM names
 CHROMIUM = os.environ.get("PCAVS_CHROMIUM") or next(
     (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
-# in the page: whether the streamed video plays; a counter of the frames Live shows (each a new <img> source)
-COUNT_FRAMES = """() => { window.framesBack = 0; let last = null;
-    new MutationObserver(() => { const img = document.querySelector('#live_face img');
-        if (img && img.src !== last) { last = img.src; window.framesBack++; } })
-    .observe(document.querySelector('#live_face'), {subtree: true, childList: true, attributes: true}); }"""
-PLAYING = "() => { const v = document.querySelector('#preview video'); return !!v && v.currentTime > 0 && !v.paused; }"
+SHOWN = "() => window.pcavsPlayer ? window.pcavsPlayer.shown : 0"  # frames the player has drawn
+LIVE_FIGURES = """() => { const l = window.pcavsLive; const s = [...l.latencies].sort((a, b) => a - b);
+    return {made: l.figures.made, dropped: l.figures.dropped, made_fps: l.figures.made_fps, shown_fps: l.shownFps,
+            latencies: s, median: s[Math.floor(s.length / 2)] ?? null,
+            p95: s[Math.min(s.length - 1, Math.floor(0.95 * s.length))] ?? null, shown: l.shown}; }"""
+
+
+def now(page) -> float:
+    return page.evaluate("() => performance.now()") / 1000
+
+
+def make_video(page, face: Path, voice: Path, mode: str | None = None, timeout: float = 600) -> dict:
+    """Upload `face` and `voice` in "Make a video", click, and wait for the download link: the seconds from the click
+    to the first frame on screen and to the mp4, and the frames shown while the job ran."""
+    page.set_input_files("#face input[type=file]", str(face))
+    page.set_input_files("#voice input[type=file]", str(voice))
+    page.wait_for_selector("#face img[src]")
+    page.wait_for_selector("#voice button[aria-label='Play']")
+    if mode is not None:
+        page.click("button:has-text('Options')")
+        page.click("#option_mode input")
+        page.click(f"[role=listbox] [role=option]:has-text('{mode}')")
+    start = now(page)
+    page.click("#go")
+    page.wait_for_function(f"{SHOWN} > 0", timeout=timeout * 1000, polling=50)
+    first = now(page) - start
+    mp4_before_first = page.locator("#final a[download]").count() > 0
+    page.locator("#final a[download]").wait_for(timeout=timeout * 1000)
+    return {"first": first, "mp4": now(page) - start, "shown": page.evaluate(SHOWN), "mp4_before_first": mp4_before_first}
+
+
+def record_live(page, seconds: float) -> dict:
+    """Record `seconds` on the Live tab: the page's figures (fps shown and made, dropped, latency sound to face)."""
+    page.get_by_role("tab", name="Live").click()
+    page.click("#live_record")
+    page.wait_for_function("() => window.pcavsLive.shown > 0", timeout=600_000)
+    page.wait_for_timeout(seconds * 1000)
+    figures = page.evaluate(LIVE_FIGURES)
+    page.click("#live_stop")
+    return figures
 
 
 def free_port() -> int:

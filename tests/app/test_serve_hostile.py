@@ -1,0 +1,344 @@
+"""Hostile requests against the web app on loopback (issue 28): each gets its one-line error (or its HTTP status)
+and the server goes on serving a normal request right after; no folder outlives a refused, cancelled or failed
+job, and the server's memory stays bounded. Each answer and its time is printed (run with -s to see them)."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+import soundfile as sf
+
+pytest.importorskip("gradio", reason='the web app needs Gradio: pip install "pcavs[serve]"')
+
+from pcavs.core.errors import InputError  # noqa: E402
+from pcavs.media.probe import probe  # noqa: E402
+from support import loopback  # noqa: E402
+from support.av import ffmpeg  # noqa: E402
+from support.kits import INPUTS  # noqa: E402
+from support.web import launched, short_speech  # noqa: E402
+
+IDENTITY = INPUTS / "identity" / "000000.png"  # an aligned 224x224 face: with aligned=yes no detection runs
+GOOD = {"aligned": "yes", "mode": "crop"}
+RATE = 16000
+MEMORY_BOUND = 1 << 30  # bytes the server may grow past its size after its first job, whatever it is sent
+
+
+class PeakMemory(threading.Thread):
+    """The highest resident memory of this process (the servers run in it) while it runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        process = psutil.Process()
+        while self.running:
+            self.peak = max(self.peak, process.memory_info().rss)
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.running = False
+        self.join()
+        return self.peak
+
+
+@dataclass
+class Site:
+    """The module's server, its memory, the media sent to it and the jobs it finished."""
+
+    served: object
+    media: Path
+    voice: Path
+    memory: PeakMemory
+    after_first_job: int = 0
+    done: set[str] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return self.served.url
+
+
+@pytest.fixture(scope="module")
+def site(synth_weights, tmp_path_factory):
+    media = tmp_path_factory.mktemp("hostile")
+    with launched(synth_weights, max_seconds=5, job_timeout=60, per_client=2, allow_enhance=False,
+                  max_file_size="1mb") as served:
+        memory = PeakMemory()
+        memory.start()
+        here = Site(served, media, short_speech(media, 0.12), memory)  # 3 frames
+        here.done.add(good_job(here.url, here.voice, media)["id"])
+        here.after_first_job = psutil.Process().memory_info().rss
+        yield here
+        memory.stop()
+
+
+def post(url: str, voice: Path, face: Path = IDENTITY, transport=None, auth=None, **options) -> httpx.Response:
+    """POST /v1/videos with these files (sent under their own names) and options."""
+    with httpx.Client(base_url=url, timeout=60, transport=transport, auth=auth) as http, \
+            open(face, "rb") as photo, open(voice, "rb") as audio:
+        return http.post("v1/videos", files={"face": (face.name, photo), "audio": (voice.name, audio)},
+                         data={**GOOD, **options})
+
+
+def good_job(url: str, voice: Path, folder: Path, auth=None) -> dict:
+    """A normal request through the HTTP API, polled until it ends: done, and its mp4 plays."""
+    answer = post(url, voice, auth=auth)
+    assert answer.status_code == 202, answer.text
+    job = answer.json()["id"]
+    with httpx.Client(base_url=url, timeout=60, auth=auth) as http:
+        wait_for(lambda: http.get(f"v1/videos/{job}").json()["status"] not in ("queued", "running"), 120)
+        status = http.get(f"v1/videos/{job}").json()
+        assert status["status"] == "done", status
+        content = http.get(f"v1/videos/{job}/content")
+    assert content.status_code == 200 and content.headers["content-type"] == "video/mp4"
+    out = folder / f"{job}.mp4"
+    out.write_bytes(content.content)
+    info = probe(out)
+    assert (info.video_codec, info.width, info.height, info.has_audio) == ("h264", 224, 224, True), info
+    return status
+
+
+def refused(what: str, answer: httpx.Response, status: int, *words: str, started: float) -> str:
+    """The one-line error of a refused request, with `status` and every one of `words` in it."""
+    error = answer.json()["error"]
+    print(f"\n{what}: {answer.status_code} {error!r} ({time.perf_counter() - started:.2f} s)")
+    assert answer.status_code == status, (what, answer.status_code, error)
+    assert "\n" not in error and all(w in error for w in words), (what, error)
+    return error
+
+
+def wait_for(condition, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.05)
+
+
+def lying_wav(path: Path, seconds: float, claimed: float) -> Path:
+    """A 16-bit mono wav holding `seconds` of noise whose RIFF and data sizes claim `claimed` seconds."""
+    samples = (np.random.default_rng(0).standard_normal(round(seconds * RATE)) * 3000).astype("<i2").tobytes()
+    size = round(claimed * RATE) * 2
+    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + size, b"WAVE", b"fmt ", 16, 1, 1, RATE, 2 * RATE, 2, 16,
+                         b"data", size)
+    path.write_bytes(header + samples)
+    return path
+
+
+def lying_mp3(path: Path, seconds: float) -> Path:
+    """An mp3 of `seconds` of noise whose Xing/Info header counts 28 frames (0.9 s at 16 kHz)."""
+    whole = path.with_name("whole.mp3")
+    ffmpeg("-f", "lavfi", "-i", f"anoisesrc=d={seconds}:r={RATE}:a=0.3", "-c:a", "libmp3lame", "-b:a", "32k", str(whole))
+    data = bytearray(whole.read_bytes())
+    at = max(data.find(b"Xing"), data.find(b"Info"))
+    assert at > 0 and struct.unpack(">I", data[at + 4:at + 8])[0] & 1, "no frame count in the mp3's header"
+    struct.pack_into(">I", data, at + 8, 28)
+    path.write_bytes(data)
+    return path
+
+
+def gradio_call(url: str, face: str, audio: str) -> tuple[str, str]:
+    """/generate called over raw HTTP with two files named by path or URL: (the event, its data)."""
+    parameters = httpx.get(f"{url}gradio_api/info").json()["named_endpoints"]["/generate"]["parameters"]
+    named = [{"path": p, "meta": {"_type": "gradio.FileData"}} for p in (face, audio)]
+    call = httpx.post(f"{url}gradio_api/call/generate", json={"data": named + [p["parameter_default"] for p in parameters[2:]]})
+    lines = httpx.get(f"{url}gradio_api/call/generate/{call.json()['event_id']}", timeout=60).text.splitlines()
+    event = next(line for line in lines if line.startswith("event: ")).removeprefix("event: ")
+    data = json.loads(next(line for line in lines if line.startswith("data: ")).removeprefix("data: "))
+    return event, data if isinstance(data, str) else json.dumps(data)
+
+
+def test_a_voice_longer_than_the_limit_is_refused_by_its_own_name(site):
+    long = site.media / "eight seconds.wav"
+    ffmpeg("-f", "lavfi", "-i", f"anoisesrc=d=8:r={RATE}:a=0.3", "-c:a", "pcm_s16le", str(long))
+    start = time.perf_counter()
+    error = refused("an 8 s voice", post(site.url, long), 400, "eight seconds.wav", "at most 5 s", started=start)
+    assert str(site.served.workspace.root) not in error and "upload-audio" not in error
+    site.done.add(good_job(site.url, site.voice, site.media)["id"])
+
+
+def test_a_voice_whose_header_lies_costs_no_more_than_the_limit(site):
+    start = time.perf_counter()
+    refused("an 8 s mp3 whose header says 0.9 s", post(site.url, lying_mp3(site.media / "liar.mp3", 8)), 400,
+            "liar.mp3", "more than 5 s", "its header said less", started=start)
+    # a wav whose sizes say 1 s: the decoder reads that second and no more of the 8 s behind it
+    answer = post(site.url, lying_wav(site.media / "short liar.wav", 8, 1))
+    assert answer.status_code == 202, answer.text
+    job = site.served.server.videos.get(answer.json()["id"])
+    assert sf.info(job.folder / "voice.wav").duration == pytest.approx(1.0, abs=0.01)
+    assert httpx.delete(f"{site.url}v1/videos/{job.id}").status_code == 204
+    site.done.add(good_job(site.url, site.voice, site.media)["id"])
+
+
+@pytest.mark.parametrize("option, value, words", [("batch_size", "100000", "batch_size: 100000 is outside 1-16"),
+                                                  ("enhance", "gfpgan", "enhance: this server does not restore")])
+def test_options_past_the_servers_bounds_are_refused(site, option, value, words):
+    start = time.perf_counter()
+    refused(f"{option}={value}", post(site.url, site.voice, **{option: value}), 400, words, started=start)
+    site.done.add(good_job(site.url, site.voice, site.media)["id"])
+
+
+def test_a_url_in_place_of_a_file_is_refused_before_anything_is_fetched(site):
+    with loopback.serve({"face.png": IDENTITY, "voice.wav": site.voice}) as (base, hits):
+        start = time.perf_counter()
+        event, message = gradio_call(site.url, f"{base}/face.png", f"{base}/voice.wav")
+        print(f"\na URL as the face: {event} {message!r} ({time.perf_counter() - start:.2f} s)")
+        assert event == "error" and "URL" in message and "\n" not in message
+        assert hits == [], "the server fetched the URL"
+    site.done.add(good_job(site.url, site.voice, site.media)["id"])
+
+
+def test_another_requests_result_cannot_be_named_as_an_input(site):
+    finished = site.served.server.videos.get(next(iter(site.done))).video
+    assert finished.is_file()
+    start = time.perf_counter()
+    event, message = gradio_call(site.url, str(IDENTITY), str(finished))
+    print(f"\nanother request's mp4 as the voice: {event} {message!r} ({time.perf_counter() - start:.2f} s)")
+    assert event == "error" and "\n" not in message
+    assert "not a file this client uploaded" in message or "not uploaded by a user" in message, message
+    site.done.add(good_job(site.url, site.voice, site.media)["id"])
+
+
+def test_a_client_holds_at_most_its_places_and_a_deleted_job_frees_its_place_at_once(site):
+    queue, url, ids = site.served.server.queue, site.url, []
+    elsewhere = httpx.HTTPTransport(local_address="127.0.0.2")  # another client on loopback
+    with queue.place("someone else", "job", time.monotonic() + 60):  # the only slot: every job below waits
+        for _ in range(2):
+            answer = post(url, site.voice)
+            assert answer.status_code == 202 and answer.json()["status"] == "queued", answer.text
+            ids.append(answer.json()["id"])
+        assert sorted(httpx.get(f"{url}v1/videos/{i}").json()["position"] for i in ids) == [0, 1]
+        start = time.perf_counter()
+        refused("a third request from 127.0.0.1", post(url, site.voice), 400, "already have 2 requests", started=start)
+        answer = post(url, site.voice, transport=elsewhere)
+        assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["id"])
+        waiting = queue.counts()[0]
+        assert httpx.delete(f"{url}v1/videos/{ids.pop(0)}").status_code == 204
+        assert queue.counts()[0] == waiting - 1, "the deleted job still holds its place in the queue"
+        answer = post(url, site.voice)
+        assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["id"])
+        for job in ids:
+            assert httpx.delete(f"{url}v1/videos/{job}").status_code == 204
+    wait_for(lambda: queue.counts() == (0, 0))
+    site.done.add(good_job(site.url, site.voice, site.media)["id"])
+
+
+def test_a_job_past_the_time_limit_is_cancelled_and_its_folder_removed(synth_weights, site, monkeypatch):
+    from pcavs.models.generator import Generator
+
+    real = Generator.forward
+
+    def slow(self, *args, **kwargs):
+        time.sleep(1.0)
+        return real(self, *args, **kwargs)
+
+    with launched(synth_weights, job_timeout=3, max_seconds=5) as served:
+        monkeypatch.setattr(Generator, "forward", slow)
+        start = time.perf_counter()
+        answer = post(served.url, short_speech(site.media, 0.4, "ten frames.wav"), batch_size="1")  # 10 s of generator
+        assert answer.status_code == 202, answer.text
+        job = served.server.videos.get(answer.json()["id"])
+        seen = []
+        while served.server.videos.get(job.id) is not None:
+            seen.append(httpx.get(f"{served.url}v1/videos/{job.id}").json().get("status"))
+            time.sleep(0.05)
+        print(f"\na job past the 3 s limit: {job.status} {job.error!r} after {time.perf_counter() - start:.2f} s; "
+              f"its client saw {list(dict.fromkeys(seen))}, then {httpx.get(f'{served.url}v1/videos/{job.id}').status_code}")
+        assert job.status == "cancelled" and "3 s limit" in job.error, (job.status, job.error)
+        assert not job.folder.exists() and served.workspace.folders() == []
+        monkeypatch.undo()
+        good_job(served.url, site.voice, site.media)
+
+
+def test_uploads_past_the_size_limit_or_without_a_length_are_refused(site):
+    big = site.media / "big.wav"
+    big.write_bytes(os.urandom(3 << 19))  # 1.5 MB: one file over the 1 MB limit
+    start = time.perf_counter()
+    refused("a 1.5 MB voice", post(site.url, big), 413, "big.wav", "1 MB", started=start)
+    huge = site.media / "huge.wav"
+    huge.write_bytes(os.urandom(4 << 20))  # more than all three files may hold
+    start = time.perf_counter()
+    refused("a 4 MB voice", post(site.url, huge), 413, "larger than this server takes", started=start)
+
+    def chunks():
+        yield b"--x\r\nContent-Disposition: form-data; name=\"face\"; filename=\"f.png\"\r\n\r\n"
+        yield IDENTITY.read_bytes() + b"\r\n--x--\r\n"
+
+    start = time.perf_counter()
+    answer = httpx.post(f"{site.url}v1/videos", content=chunks(), headers={"Content-Type": "multipart/form-data; boundary=x"})
+    refused("a chunked upload", answer, 411, "Content-Length", started=start)
+    site.done.add(good_job(site.url, site.voice, site.media)["id"])
+
+
+def test_with_logins_nothing_is_served_without_one(synth_weights, site):
+    with launched(synth_weights, auth=[("ann", "secret")]) as served:
+        url = served.url
+        page = httpx.get(url)
+        assert '"auth_required":true' in page.text and "Make the video" not in page.text and "/generate" not in page.text
+        answers = {"/gradio_api/upload": httpx.post(f"{url}gradio_api/upload", files={"files": ("v.wav", b"RIFF")}),
+                   "/gradio_api/file=": httpx.get(f"{url}gradio_api/file={IDENTITY}"),
+                   "/gradio_api/info": httpx.get(f"{url}gradio_api/info"),
+                   "/config": httpx.get(f"{url}config"),
+                   "/generate": httpx.post(f"{url}gradio_api/call/generate", json={"data": []}),
+                   "/v1/videos/x": httpx.get(f"{url}v1/videos/x"),
+                   "/v1/videos": post(url, site.voice),
+                   "/v1/videos/x (wrong password)": httpx.get(f"{url}v1/videos/x", auth=("ann", "guess"))}
+        print("\nwithout a login: " + ", ".join(f"{k} {a.status_code}" for k, a in answers.items()))
+        assert all(a.status_code == 401 for a in answers.values())
+        assert httpx.get(f"{url}v1/videos/x", auth=("ann", "secret")).status_code == 404  # let in: no such video
+        good_job(url, site.voice, site.media, auth=("ann", "secret"))
+
+
+def test_a_public_link_needs_a_login_or_no_auth_and_then_warns_in_the_page(synth_weights, monkeypatch):
+    import gradio.networking
+
+    import pcavs
+    from support.web import free_port
+
+    monkeypatch.delenv("PCAVS_AUTH", raising=False)
+    monkeypatch.setattr(gradio.networking, "setup_tunnel", lambda *a: (_ for _ in ()).throw(OSError("loopback only")))
+    with pytest.raises(InputError, match="--no-auth"):
+        pcavs.serve(port=free_port(), checkpoints=synth_weights, device="cpu", block=False, share=True)
+    with pytest.warns(UserWarning, match="without a login"):
+        served = pcavs.serve(port=free_port(), checkpoints=synth_weights, device="cpu", block=False, share=True,
+                             no_auth=True)
+    try:
+        assert served.share_url is None and "without a login" in httpx.get(served.url).text
+    finally:
+        served.close()
+
+
+def test_two_servers_in_one_process_and_the_environment_untouched(synth_weights, site, monkeypatch):
+    # Gradio writes HF_HUB_DISABLE_TELEMETRY whenever a page is built: the module's server may have set it already
+    monkeypatch.delenv("HF_HUB_DISABLE_TELEMETRY", raising=False)
+    before = dict(os.environ)
+    with launched(synth_weights) as second:
+        with launched(synth_weights) as first:
+            assert first.workspace.root != second.workspace.root
+        good_job(second.url, site.voice, site.media)
+    changed = {k: (before.get(k), os.environ.get(k)) for k in before.keys() | os.environ.keys()
+               if before.get(k) != os.environ.get(k)}
+    assert changed == {}, changed
+
+
+def test_no_folder_outlives_its_job_and_memory_stays_bounded(site):
+    videos, workspace = site.served.server.videos, site.served.workspace
+    assert [p.name for p in workspace.root.iterdir()] == ["requests"], "a request's staging folder was left"
+    for folder in workspace.folders():
+        job = videos.get(folder.name)
+        assert job is not None and job.status == "done" and job.id in site.done, folder
+    assert {f.name for f in workspace.folders()} == site.done
+    peak = site.memory.stop()
+    print(f"\npeak RSS {peak >> 20} MiB, {(peak - site.after_first_job) >> 20} MiB over the size after the first job")
+    assert peak - site.after_first_job < MEMORY_BOUND
