@@ -75,7 +75,8 @@ def main() -> None:
                     context = browser.new_context(viewport={"width": 1280, "height": 1000})
                     page = context.new_page()
                     page.goto(served.url)
-                    t = make_video(page, DEMO_FACE, voice_of(seconds, folder / f"voice{seconds:g}.wav"), None, 3600)
+                    t = make_video(page, DEMO_FACE, voice_of(seconds, folder / f"voice{seconds:g}.wav"),
+                                   None if args.mode == "full" else args.mode, 3600)
                     context.close()
                     print(f"make a video ({seconds:g} s voice, {args.mode} mode): first frame on screen after "
                           f"{t['first']:.1f} s, mp4 after {t['mp4']:.1f} s, {t['shown']} frames shown while made")
