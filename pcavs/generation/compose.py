@@ -1,11 +1,14 @@
 """Output frames for each mode: the face crop, the face pasted back into the photo, or a labelled grid."""
 from __future__ import annotations
 
+from typing import Protocol
+
 import cv2
 import numpy as np
 
 from ..faces.align import CROP_SIZE, Paster, crop_to_generated, loader_view
 from ..faces.sources import Identity
+
 LABEL_HEIGHT = 24
 MAX_SIDE = 3840  # full mode: bigger photos are shown downscaled to 4K, which players and H.264 levels handle
 GRID_LABELS = ("reference", "generated", "pose")
@@ -54,8 +57,26 @@ def labelled(panels: list[np.ndarray], labels: tuple[str, ...]) -> np.ndarray:
     return np.concatenate([bar, row], axis=0)
 
 
+class Finisher(Protocol):
+    """What turns a job's generated faces into its output frames: `Composer`, or `EnhanceStage` (GFPGAN)."""
+
+    stage: str  # its name in `Pipeline.profile()`
+
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the output frames."""
+
+    def finish(self, faces: np.ndarray, poses: np.ndarray | None) -> list[np.ndarray]:
+        """The output frames of a batch of generated faces (B, 224, 224, 3) uint8 RGB, in order; `poses`:
+        the aligned pose frame that drove each face (B, 224, 224, 3), or None (the photo's own pose, or not kept)."""
+
+    def skip(self, count: int) -> None:
+        """Faces that will not be finished (real-time mode dropped them): keep in step as if they were."""
+
+
 class Composer:
-    """Builds the output frame for one generated face."""
+    """Builds the output frames of the generated faces as the mode says (a `Finisher`)."""
+
+    stage = "compose"
 
     def __init__(self, mode: str, identity: Identity):
         self.mode = mode
@@ -68,10 +89,18 @@ class Composer:
         """(width, height) of the output frames."""
         return frame_size(self.mode, CROP_SIZE, len(GRID_LABELS), self.paster.background if self.mode == "full" else None)
 
-    def __call__(self, face: np.ndarray, pose_crop: np.ndarray | None) -> np.ndarray:
+    def finish(self, faces: np.ndarray, poses: np.ndarray | None) -> list[np.ndarray]:
+        """The output frames of a batch of generated faces; `poses` (the aligned pose frames) show in the grid."""
+        return [self(face, None if poses is None else poses[k]) for k, face in enumerate(faces)]
+
+    def __call__(self, face: np.ndarray, pose: np.ndarray | None) -> np.ndarray:
+        """The output frame of one generated face; `pose`: the aligned pose frame the grid shows (None: the photo)."""
         if self.mode == "crop":
             return face
         if self.mode == "full":
             return even_size(self.paster(face))
-        pose_panel = loader_view(pose_crop) if pose_crop is not None else self.reference
+        pose_panel = loader_view(pose) if pose is not None else self.reference
         return labelled([self.reference, face, pose_panel], GRID_LABELS)
+
+    def skip(self, count: int) -> None:
+        """Nothing to keep in step: each frame is composed on its own."""

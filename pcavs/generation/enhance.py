@@ -38,7 +38,9 @@ class ResidualSmoother:
 
 
 class EnhanceStage:
-    """Restores the faces of one job. `size()` is its frames' (width, height); call it with a batch of faces."""
+    """Restores the faces of one job into its output frames (a `Finisher`)."""
+
+    stage = "enhance"
 
     def __init__(self, restorer: Restorer, identity: Identity, options: Options):
         self.restorer = restorer
@@ -53,10 +55,11 @@ class EnhanceStage:
         self.back = FfhqPaster(photo.shape[:2], self.to_ffhq, self.weight) if self.mode == "full" else None
 
     def size(self) -> tuple[int, int]:
+        """(width, height) of the output frames."""
         return frame_size(self.mode, SIZE, len(GRID_LABELS), self.paster.background)
 
-    def __call__(self, faces: np.ndarray) -> list[np.ndarray]:
-        """Output frames for generated faces (B, 224, 224, 3) uint8 RGB, in order."""
+    def finish(self, faces: np.ndarray, poses: np.ndarray | None) -> list[np.ndarray]:
+        """Output frames for generated faces (B, 224, 224, 3) uint8 RGB, in order (the grid shows no pose frames)."""
         composed = [self.paster(face) for face in faces]
         before = np.stack([warp_to_ffhq(frame, self.to_ffhq) for frame in composed])
         if self.weight == 0:  # nothing of the restored face is shown

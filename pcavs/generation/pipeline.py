@@ -7,9 +7,10 @@ from __future__ import annotations
 import functools
 import os
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import Callable, ContextManager, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -26,10 +27,10 @@ from ..models.pixels import to_tensor, to_uint8
 from ..models.weights import Networks, find_checkpoints, load_networks
 from ..restore.restorer import Restorer
 from ..restore.weights import ensure_checkpoint, load_gfpgan
-from .avatar import Avatar
-from .compose import Composer
+from .avatar import Avatar, PoseCodes, loop_index
+from .compose import Composer, Finisher
 from .enhance import EnhanceStage
-from .stream import LOOKAHEAD, AudioFeed, FrameStream, check_audio
+from .stream import LOOKAHEAD, AudioFeed, Batch, FrameStream, Progress, check_audio
 
 T = TypeVar("T")
 
@@ -48,16 +49,6 @@ class Result:
 def to_model_input(crops: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """Aligned uint8 crops (B, 224, 224, 3) -> the loader's view of them, in [-1, 1], NCHW."""
     return to_tensor(np.stack([loader_view(c) for c in crops]), device, dtype)
-
-
-def loop_index(frames: np.ndarray, length: int, mode: str) -> np.ndarray:
-    """Which source frame drives each output frame: ping-pong (0..n-1, n-1..0, ...), loop, or hold the last."""
-    if mode == "loop":
-        return frames % length
-    if mode == "hold":
-        return np.minimum(frames, length - 1)
-    phase = frames % (2 * length)
-    return np.where(phase < length, phase, 2 * length - 1 - phase)
 
 
 def batched(items: Iterable, size: int) -> Iterator[list]:
@@ -102,14 +93,30 @@ class StageTimer:
         self.device = device
         self.seconds: dict[str, float] = {}
 
-    def run(self, stage: str, work: Callable[..., T], *args, **kwargs) -> T:
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        """Add the seconds of the `with` block (the device's queued work included) to `stage`."""
         start = time.perf_counter()
         try:
-            return work(*args, **kwargs)
+            yield
         finally:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def timed(stage: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """A `Pipeline` method whose seconds count under `stage` in `Pipeline.profile()`."""
+
+    def wrap(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def run(self: "Pipeline", *args, **kwargs) -> T:
+            with self._timed(stage):
+                return method(self, *args, **kwargs)
+
+        return run
+
+    return wrap
 
 
 @dataclass(frozen=True)
@@ -131,16 +138,8 @@ class Job:
     batch_size: int
     mouth_codes: torch.Tensor | None  # from a mouth video (experimental); None: from the audio
     splits: Splits
-    composer: Composer | EnhanceStage
+    finisher: Finisher  # generated faces -> output frames
     generator: torch.Generator | None  # noise="random": drawn frame by frame, in frame order
-
-    def compose(self, faces: np.ndarray, pose_index: np.ndarray | None) -> list[np.ndarray]:
-        """The output frames of a batch of generated faces."""
-        if isinstance(self.composer, EnhanceStage):
-            return self.composer(faces)
-        crops = self.avatar.pose_crops
-        return [self.composer(face, None if pose_index is None or crops is None else crops[pose_index[k]])
-                for k, face in enumerate(faces)]
 
 
 class Pipeline:
@@ -188,8 +187,9 @@ class Pipeline:
         self.timer = StageTimer(self.device)
         return self.timer
 
-    def _stage(self, name: str, work: Callable[..., T], *args, **kwargs) -> T:
-        return work(*args, **kwargs) if self.timer is None else self.timer.run(name, work, *args, **kwargs)
+    def _timed(self, stage: str) -> ContextManager[None]:
+        """The `with` block's seconds counted under `stage` while a profile is on."""
+        return nullcontext() if self.timer is None else self.timer(stage)
 
     def __call__(
         self,
@@ -213,7 +213,12 @@ class Pipeline:
         """
         job = job_options(**options)
         check_inputs(face, None, pose, None, job, need_audio=False)
-        return self._avatar(face, pose, job, None, self._splits())
+        splits = self._splits()
+        motion = self._pose(pose, job, None, splits)
+        if motion is not None:
+            with self._timed("pose"):
+                motion.read_all()
+        return replace(self._avatar(face, job, splits), pose=motion)
 
     @torch.inference_mode()
     def run(self, face, audio, pose, out, options: Options) -> Result:
@@ -222,17 +227,20 @@ class Pipeline:
         if audio is not None and not isinstance(audio, (str, os.PathLike)):
             raise InputError("audio: give a speech file; for chunks of audio as they arrive, use Pipeline.stream")
         sound = audio if audio is not None else options.mouth
-        feed = self._stage("audio", AudioFeed, sound, options.loudness)
+        feed = AudioFeed(sound, options.loudness)
+        with self._timed("audio"):
+            feed.open()
         count = feed.ready()
-        job = self._job(face, pose, options, count, realtime=False)
-        output = Output(out, job.composer.size(), sound, keep_faces=options.return_frames or options.return_faces or out is None,
+        job = self._job(face, pose, options, count, realtime=False, progress=Progress())
+        output = Output(out, job.finisher.size(), sound, keep_faces=options.return_frames or options.return_faces or out is None,
                         keep_frames=options.return_frames)
 
         from tqdm.auto import tqdm
 
         with tqdm(total=count, unit="frame", disable=not options.progress, desc="pcavs") as bar, output:
             for indices, frames, faces in self._frames(job, feed):
-                self._stage("encode", output.add, faces, frames)
+                with self._timed("encode"):
+                    output.add(faces, frames)
                 bar.update(len(indices))
         return output.result(count)
 
@@ -265,20 +273,22 @@ class Pipeline:
             raise InputError("enhance_smooth: smoothing needs every frame, and realtime=True drops frames; "
                              "use enhance_smooth=0 or realtime=False")
         check_audio(audio, job.loudness, sample_rate)
-        return FrameStream(functools.partial(self._streamed, face, audio, pose, job, sample_rate, realtime),
+        feed = AudioFeed(audio if audio is not None else job.mouth, job.loudness, sample_rate, realtime)
+        progress = Progress()
+        return FrameStream(feed, self._streamed(face, pose, job, realtime, feed, progress), progress,
                            keep_faces=job.return_faces)
 
     @torch.inference_mode()
-    def _streamed(self, face, audio, pose, options: Options, sample_rate: int, realtime: bool, stream: FrameStream):
-        """The batches of a stream: (frame indices, output frames, generated faces)."""
-        sound = audio if audio is not None else options.mouth
-        feed = AudioFeed(sound, options.loudness, sample_rate, realtime, keep=stream.keep_audio)
-        stream.feed = feed
-        job = self._job(face, pose, options, feed.ready() if feed.mel.finished else None, realtime)
+    def _streamed(self, face, pose, options: Options, realtime: bool, feed: AudioFeed,
+                  progress: Progress) -> Iterator[Batch]:
+        """The batches of a stream, from its first `next` on: the voice (a file's, decoded), the job, the frames."""
+        feed.open()
+        job = self._job(face, pose, options, feed.ready() if feed.finished else None, realtime, progress)
+        progress.stage = "making frames"
         yield from self._frames(job, feed)
 
     @torch.inference_mode()
-    def _frames(self, job: Job, feed: AudioFeed) -> Iterator[tuple[np.ndarray, list[np.ndarray], np.ndarray]]:
+    def _frames(self, job: Job, feed: AudioFeed) -> Iterator[Batch]:
         """The frame loop of every job, `run`'s and `stream`'s: (frame indices, output frames, generated faces)
         for each batch, as soon as the feed has the audio its frames need."""
         done = 0
@@ -286,44 +296,47 @@ class Pipeline:
             first, stop = span
             self._skip(job, first - done)
             indices = np.arange(first, stop)
-            mouth = self._stage("A_sync", self._mouth_codes, feed.mel.mel, indices, job.mouth_codes, job.splits)
-            pose_index, pose_code = self._batch_pose(indices, job.avatar.pose_codes, job.avatar.reference_pose,
-                                                     job.options.pose_loop)
+            mouth = self._mouth_codes(feed.mel.mel, indices, job.mouth_codes, job.splits)
+            pose_code, poses = self._batch_pose(indices, job)
             style = torch.cat([job.avatar.pooled.expand(len(indices), -1), mouth, pose_code], dim=1)
             noise = self._noise(len(indices), job)
-            faces = self._stage("G", self._generate, job.avatar.spatial, *self._padded(style, noise, job.batch_size),
-                                job.splits)
+            faces = self._generate(job.avatar.spatial, *self._padded(style, noise, job.batch_size), job.splits)
             faces = faces[: len(indices)]
-            frames = self._stage("enhance" if job.options.enhance else "compose", job.compose, faces, pose_index)
+            with self._timed(job.finisher.stage):
+                frames = job.finisher.finish(faces, poses)
             yield indices, frames, faces
             done = stop
 
-    def _job(self, face, pose, options: Options, limit: int | None, realtime: bool) -> Job:
-        """Everything a job needs before its first frame; `limit`: how many frames it will have (None: unknown)."""
-        restorer = self._stage("load restorer", self._load_restorer, options) if options.enhance else None
+    def _job(self, face, pose, options: Options, limit: int | None, realtime: bool, progress: Progress) -> Job:
+        """Everything a job needs before its first frame (the pose source's first batch of frames, not the rest);
+        `limit`: how many frames it will have (None: unknown); `progress`: its stage, in words."""
+        restorer = self._load_restorer(options) if options.enhance else None
         splits = self._splits()
-        if not isinstance(face, Avatar):
-            avatar = self._avatar(face, pose, options, limit, splits)
-        else:
+        if isinstance(face, Avatar):
             avatar = face
             if avatar.spatial.device != self.device or avatar.spatial.dtype != self.dtype:
                 raise InputError(f"face: the avatar was prepared on {avatar.spatial.device} in {avatar.spatial.dtype}; "
                                  f"prepare it with this pipeline ({self.device}, {self.dtype})")
-            if pose is not None:
-                codes, crops = self._stage("pose", self._pose_codes, pose, options, limit, splits)
-                avatar = replace(avatar, pose_codes=codes, pose_crops=crops)
-            elif options.mode == "grid" and avatar.pose_codes is not None and avatar.pose_crops is None:
-                raise InputError("mode: 'grid' shows the pose frames, which this avatar did not keep; "
-                                 "prepare it with mode='grid'")
+        else:
+            progress.stage = "finding the face"
+            avatar = self._avatar(face, options, splits)
+        progress.stage = "reading the head motion"
+        if pose is not None:
+            avatar = replace(avatar, pose=self._pose(pose, options, limit, splits))
+            with self._timed("pose"):
+                avatar.pose.read()  # the first batch's frames; the rest as the frames reach them
+        if options.mode == "grid" and avatar.pose is not None and avatar.pose.crops is None:
+            raise InputError("mode: 'grid' shows the pose frames, which this avatar did not keep; "
+                             "prepare it with mode='grid'")
         batch_size = options.batch_size or self.default_batch_size(realtime)
         enhancer = EnhanceStage(restorer, avatar.identities[0], options) if restorer is not None else None
         return Job(
             avatar=avatar,
             options=options,
             batch_size=batch_size,
-            mouth_codes=self._stage("mouth video", self._video_mouth_codes, options, limit, splits),
+            mouth_codes=self._video_mouth_codes(options, limit, splits),
             splits=splits,
-            composer=enhancer or Composer(options.mode, avatar.identities[0]),
+            finisher=enhancer or Composer(options.mode, avatar.identities[0]),
             generator=torch.Generator().manual_seed(options.seed) if options.seed is not None else None,
         )
 
@@ -337,13 +350,14 @@ class Pipeline:
             A_sync=ShrinkingBatches(self.device, "the audio encoder A_sync", "frame"),
         )
 
-    def _avatar(self, face, pose, options: Options, limit: int | None, splits: Splits) -> Avatar:
-        identities = self._stage("detect+align photo", load_identities, face, options.aligned, options.detector,
-                                 options.face_index)
-        spatial, pooled, reference_pose = self._stage("identity", self._identity, identities, splits)
-        pose_codes, pose_crops = self._stage("pose", self._pose_codes, pose, options, limit, splits)
-        return Avatar(identities, spatial, pooled, reference_pose, pose_codes, pose_crops, options)
+    def _avatar(self, face, options: Options, splits: Splits) -> Avatar:
+        """The photos found, aligned and encoded, with their own head pose (no pose source)."""
+        with self._timed("detect+align photo"):
+            identities = load_identities(face, options.aligned, options.detector, options.face_index)
+        spatial, pooled, reference_pose = self._identity(identities, splits)
+        return Avatar(identities, spatial, pooled, reference_pose, None, options)
 
+    @timed("load restorer")
     def _load_restorer(self, options: Options) -> Restorer:
         """GFPGAN from `enhance_checkpoint` (else $PCAVS_GFPGAN, else the user cache, downloaded there when
         missing), kept for the next job that uses the same file."""
@@ -353,6 +367,7 @@ class Pipeline:
             self._restorer = (path, Restorer(load_gfpgan(path), self.device, self.dtype))
         return self._restorer[1]
 
+    @timed("A_sync")
     def _mouth_codes(self, mel: np.ndarray, indices: np.ndarray, video_codes: torch.Tensor | None,
                      splits: Splits) -> torch.Tensor:
         """Mouth codes of a batch of frames: A_sync on their mel windows, or the mouth video's codes."""
@@ -365,13 +380,15 @@ class Pipeline:
 
         return torch.cat(splits.A_sync(encode, len(windows)))
 
-    @staticmethod
-    def _batch_pose(indices: np.ndarray, codes: torch.Tensor | None, reference: torch.Tensor, loop: str):
-        """Which pose frame drives each frame of the batch (None: the photo's own pose) and its codes."""
-        if codes is None:
-            return None, reference.expand(len(indices), -1)
-        index = loop_index(indices, len(codes), loop)
-        return index, codes[index]
+    @timed("pose")
+    def _batch_pose(self, indices: np.ndarray, job: Job) -> tuple[torch.Tensor, np.ndarray | None]:
+        """The head-pose code of each frame of the batch (the photo's own without a pose source), and the pose
+        frame that gives it when the grid shows them; later pose frames are read as the batches need them."""
+        pose = job.avatar.pose
+        if pose is None:
+            return job.avatar.reference_pose.expand(len(indices), -1), None
+        index = pose.pick(indices, job.options.pose_loop)
+        return pose.codes[index], None if pose.crops is None else pose.crops[index]
 
     def _noise(self, count: int, job: Job) -> list[torch.Tensor] | None:
         """noise="random": fresh maps drawn frame by frame, so a frame's noise never depends on the batches."""
@@ -382,10 +399,10 @@ class Pipeline:
 
     def _skip(self, job: Job, count: int) -> None:
         """Frames real-time mode drops: their random noise is drawn all the same, so later frames keep theirs."""
-        if count and job.options.noise == "random":
-            self._noise(count, job)
-            if isinstance(job.composer, EnhanceStage):
-                job.composer.skip(count)
+        if count:
+            if job.options.noise == "random":
+                self._noise(count, job)
+            job.finisher.skip(count)
 
     def _padded(self, style: torch.Tensor, noise: list[torch.Tensor] | None, size: int):
         """A compiled generator keeps one batch shape: the last, short batch is padded by repeating its last frame."""
@@ -395,6 +412,7 @@ class Pipeline:
         pad = lambda t: torch.cat([t, t[-1:].expand(missing, *t.shape[1:])])  # noqa: E731
         return pad(style), None if noise is None else [pad(n) for n in noise]
 
+    @timed("G")
     def _generate(self, spatial: torch.Tensor, style: torch.Tensor, noise: list[torch.Tensor] | None,
                   splits: Splits) -> np.ndarray:
         """G on a batch; out of device memory, the batch is split (see ShrinkingBatches)."""
@@ -408,6 +426,7 @@ class Pipeline:
     def _encode(self, crops: np.ndarray) -> torch.Tensor:
         return to_model_input(crops, self.device, self.dtype)
 
+    @timed("identity")
     def _identity(self, identities: list[Identity], splits: Splits) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """V and E on the reference photos, averaged: spatial map, pooled identity, and their head pose code."""
         images = self._encode(np.stack([identity.face.crop for identity in identities]))
@@ -422,22 +441,18 @@ class Pipeline:
         images = self._encode(crops)
         return torch.cat(splits.E(lambda start, stop: code(self.networks.E(images[start:stop])), len(images)))
 
-    def _pose_codes(self, pose, options: Options, limit: int | None,
-                    splits: Splits) -> tuple[torch.Tensor | None, np.ndarray | None]:
-        """Head-pose codes, once per distinct pose frame (only the first `limit` frames can be shown), in batches
-        of one size whatever the job's batch_size (so an avatar's codes are a photo's); the crops too, for the grid."""
+    @timed("pose")
+    def _pose(self, pose, options: Options, limit: int | None, splits: Splits) -> PoseCodes | None:
+        """The head-pose codes of the pose source, none read yet: once per distinct pose frame (only the first
+        `limit` frames can be shown), in batches of one size whatever the job's batch_size (so an avatar's codes
+        are a photo's); the crops too, for the grid."""
         if pose is None:
-            return None, None
-        codes, kept = [], []
-        for batch in batched(aligned_frames(pose, options.aligned, options.detector, limit), self.default_batch_size()):
-            crops = np.stack(batch)
-            codes.append(self._features(crops, self.networks.E.headpose_code, splits))
-            if options.mode == "grid":
-                kept.append(crops)
-        if not codes:
-            raise InputError(f"pose: {describe(pose)}: holds no frames; give a video, a folder of frames or an image")
-        return torch.cat(codes), (np.concatenate(kept) if kept else None)
+            return None
+        return PoseCodes(aligned_frames(pose, options.aligned, options.detector, limit),
+                         lambda crops: self._features(crops, self.networks.E.headpose_code, splits),
+                         self.default_batch_size(), options.mode == "grid", describe(pose))
 
+    @timed("mouth video")
     def _video_mouth_codes(self, options: Options, limit: int | None, splits: Splits) -> torch.Tensor | None:
         """Mouth codes from a video's frames (experimental: the model was trained mainly on audio)."""
         if options.mouth is None:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Generator, Iterable, Iterator, NamedTuple
 
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.facts import CROP_SIZE, FPS
 from ..media.audio import MIN_SPEECH, SPEECH_RATE, load_speech
-from ..media.video import FPS
 from ..models.mel import MEL_PER_FRAME, SAMPLES_PER_FRAME, WINDOW_OFFSET, WINDOW_ROWS, MelStream, num_frames, whole_gain
 
 LOOKAHEAD_FRAMES = WINDOW_ROWS // MEL_PER_FRAME - WINDOW_OFFSET - 1  # 2 frames of audio after a frame's own
@@ -85,31 +85,28 @@ class AudioFeed:
 
     `audio` is a speech file (decoded at once; loudness "whole" by default, as the reference) or an
     iterable of 1-D PCM chunks at `sample_rate` (resampled to 16 kHz as they come; loudness "running").
-    With `keep`, the 16 kHz samples are kept until `take` hands them on (to the segment writer).
+    Nothing is read until `open`. With `keep`, the 16 kHz samples are kept until `take` hands them on (to
+    the segment writer).
     """
 
-    def __init__(self, audio, loudness: str | None, sample_rate: int = SPEECH_RATE, realtime: bool = False,
-                 keep: bool = False):
+    def __init__(self, audio, loudness: str | None, sample_rate: int = SPEECH_RATE, realtime: bool = False):
         self.realtime = realtime
-        self.keep = keep
+        self.keep = False  # set before `start`: keep the 16 kHz samples for `take`
         self.start: float | None = None  # clock time at which sample 0 was spoken (real time)
         self._kept: list[np.ndarray] = []
         self._kept_from = 0  # the first sample still kept
         self._resampler = None
         self._waited = False
+        self._loudness = loudness
+        self._chunks: Iterator[np.ndarray] | None = None
+        self.mel: MelStream | None = None  # a file's: made by `open`
         if isinstance(audio, (str, os.PathLike)):
             self.name = str(audio)
-            samples = load_speech(audio)
-            self.mel = MelStream(None if loudness == "running" else whole_gain(samples))
-            if realtime:
-                self._chunks = paced(samples)
-            else:
-                self._chunks = None
-                self._add(samples)
-                self.mel.finish()
+            self._file: Path | None = Path(audio)
             return
         check_audio(audio, loudness, sample_rate)
         self.name = "the audio chunks"
+        self._file = None
         self.mel = MelStream(None)
         self._chunks = iter(audio)
         if sample_rate != SPEECH_RATE:
@@ -117,13 +114,32 @@ class AudioFeed:
 
             self._resampler = soxr.ResampleStream(sample_rate, SPEECH_RATE, 1, dtype="float32", quality="HQ")
 
+    def open(self) -> None:
+        """Decode the file (once; chunks are taken as frames need them). Call it before the rest."""
+        if self.mel is not None:
+            return
+        samples = load_speech(self._file)
+        self.mel = MelStream(None if self._loudness == "running" else whole_gain(samples))
+        if self.realtime:
+            self._chunks = paced(samples)
+        else:
+            self._add(samples)
+            self.mel.finish()
+
+    @property
+    def finished(self) -> bool:
+        """Whether all the audio is in (and so the number of frames known)."""
+        return self.mel is not None and self.mel.finished
+
     @property
     def samples(self) -> int:
         """16 kHz samples in so far."""
-        return self.mel.samples
+        return 0 if self.mel is None else self.mel.samples
 
     def ready(self) -> int:
-        """How many frames can be made now (all of them once the audio has ended)."""
+        """How many frames can be made now (all of them once the audio has ended; none before `open`)."""
+        if self.mel is None:
+            return 0
         if self.mel.finished:
             return num_frames(self.mel.samples)
         return max(0, self.mel.rows // MEL_PER_FRAME - LOOKAHEAD_FRAMES)
@@ -131,6 +147,7 @@ class AudioFeed:
     def next_frames(self, done: int, batch: int) -> tuple[int, int] | None:
         """The next frames to make, (first, stop), once their audio is in; frames [done, first) are dropped
         (real time only). None when the audio has ended and every frame is done."""
+        self.open()
         while self.ready() <= done and self._pull():
             pass
         if self.realtime:  # all the audio the clock says was spoken by now, until the source has no more
@@ -191,6 +208,16 @@ class AudioFeed:
         self.mel.finish()
 
 
+Batch = tuple[np.ndarray, list[np.ndarray], np.ndarray]  # frame indices, output frames, generated faces
+
+
+class Progress:
+    """What a job is doing, in words (see `FrameStream.stage`): set by the thread that runs the job, read by any."""
+
+    def __init__(self) -> None:
+        self.stage = "reading the voice"
+
+
 class FrameStream:
     """The frames of `Pipeline.stream`, each as soon as the audio it needs is in: iterate for `Frame`s.
 
@@ -198,20 +225,24 @@ class FrameStream:
     have, once known (a file: when the first frame comes; chunks: when they end). `dropped` counts the frames real-time mode left
     out so far; `latency` is, for the last frame given, the seconds from the end of its own audio being
     spoken to the frame coming out (the lookahead included; negative when the source runs ahead of real
-    time). `close()`, or dropping the stream, stops the work and leaves no file or thread behind.
+    time). `stage` says in words what the job is doing, for a progress display that another thread may
+    read while one waits in `next(stream)`: "reading the voice", "finding the face", "reading the head
+    motion", "making frames", then "done" once the stream has ended or been closed. `close()`, or dropping
+    the stream, stops the work and leaves no file or thread behind.
     """
 
     lookahead = LOOKAHEAD
 
-    def __init__(self, batches: Callable[["FrameStream"], Iterator[tuple[np.ndarray, list[np.ndarray], np.ndarray]]],
-                 keep_faces: bool = False):
-        self.feed: AudioFeed | None = None  # the job's audio, set when the job starts
+    def __init__(self, feed: AudioFeed, batches: Generator[Batch, None, None], progress: Progress, keep_faces: bool = False):
+        """`batches`: the job's frames in batches, made as `feed` has their audio; `progress`: the job's stage."""
+        self.feed = feed
         self._faces: list[np.ndarray] | None = [] if keep_faces else None
-        self.keep_audio = False  # whether the feed keeps the 16 kHz samples for `segments`
         self.dropped = 0
         self.latency = 0.0
         self.frames = 0  # given so far
         self._batches = batches
+        self._progress = progress
+        self._started = False
         self._frames = self._run()
 
     def __iter__(self) -> "FrameStream":
@@ -222,22 +253,30 @@ class FrameStream:
 
     @property
     def total(self) -> int | None:
-        return self.feed.ready() if self.feed is not None and self.feed.mel.finished else None
+        return self.feed.ready() if self.feed.finished else None
+
+    @property
+    def stage(self) -> str:
+        """What the job is doing now, in words (see the class docstring)."""
+        return self._progress.stage
 
     @property
     def faces(self) -> np.ndarray:
         """return_faces=True: the generated 224x224 faces of the frames given so far, (N, 224, 224, 3) uint8 RGB."""
         if self._faces is None:
             raise InputError("faces: ask the stream for them with return_faces=True")
-        return np.stack(self._faces) if self._faces else np.zeros((0, 224, 224, 3), np.uint8)
+        return np.stack(self._faces) if self._faces else np.zeros((0, CROP_SIZE, CROP_SIZE, 3), np.uint8)
 
     def close(self) -> None:
         """Stop here: the work ends, and the segment being written (and the unfinished mp4) are removed."""
         self._frames.close()
+        self._batches.close()
+        self._progress.stage = "done"
 
     def _run(self) -> Iterator[Frame]:
+        self._started = True
         expected = 0
-        for indices, images, faces in self._batches(self):
+        for indices, images, faces in self._batches:
             self.dropped += int(indices[0]) - expected
             for index, image, face in zip(indices.tolist(), images, faces):
                 self.latency = clock() - self.feed.heard(index)
@@ -246,6 +285,7 @@ class FrameStream:
                     self._faces.append(face)
                 yield Frame(index, index / FPS, image)
             expected = int(indices[-1]) + 1
+        self._progress.stage = "done"
 
     def segments(self, folder: str | os.PathLike, out: str | os.PathLike | None = None, seconds: float = 1.0,
                  suffix: str = ".ts") -> Iterator[Path]:
@@ -263,10 +303,10 @@ class FrameStream:
                suffix: str = ".ts") -> "Recording":
         """A `Recording` of this stream, for a loop that also does something with each frame (see `segments`);
         folder=None writes only `out`."""
-        if self.frames or self.feed is not None:
+        if self._started:
             raise InputError("record: call it before taking frames from the stream")
-        self.keep_audio = True
-        return Recording(self, folder, out, seconds, suffix)
+        self.feed.keep = True
+        return Recording(self.feed, folder, out, seconds, suffix)
 
 
 class Recording:
@@ -276,10 +316,11 @@ class Recording:
     A frame that real-time mode dropped is shown as the frame before it, so the sound stays in sync.
     """
 
-    def __init__(self, stream: FrameStream, folder, out, seconds: float, suffix: str):
+    def __init__(self, feed: AudioFeed, folder, out, seconds: float, suffix: str):
+        """`feed`: the stream's audio, which keeps its samples for the sound track."""
         from ..media.segments import SegmentWriter
 
-        self.stream = stream
+        self.feed = feed
         self.writer = SegmentWriter(folder, out=out, seconds=seconds, suffix=suffix)
         self._last: np.ndarray | None = None
 
@@ -298,7 +339,7 @@ class Recording:
 
     def finish(self) -> list[Path]:
         """The rest of the sound, the last segment, and `out` committed."""
-        return self.writer.finish(self.stream.feed.take(self.stream.feed.samples))
+        return self.writer.finish(self.feed.take(self.feed.samples))
 
     def _sound(self, index: int) -> np.ndarray:
-        return self.stream.feed.take((index + 1) * SAMPLES_PER_FRAME)
+        return self.feed.take((index + 1) * SAMPLES_PER_FRAME)

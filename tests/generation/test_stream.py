@@ -1,5 +1,6 @@
 """`Pipeline.stream`: frames as the voice arrives equal `run`'s whatever the chunks, the lookahead holds, avatars,
-real-time mode drops frames but never changes one, segments, and an abandoned stream leaves nothing behind.
+real-time mode drops frames but never changes one, segments, an abandoned stream leaves nothing behind, the stage
+named for a watcher, and pose frames read as the frames reach them.
 
 The generator is the slow part (seconds per frame on a CPU), and these tests make the same frames many ways. So
 `remembered` runs the real generator once per distinct input (its exact bytes) and gives the same output when
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,8 @@ import pytest
 import soundfile as sf
 
 import pcavs
-from pcavs.generation import stream as streaming
+from pcavs.generation import pipeline as pipelines, stream as streaming
+from pcavs.generation.avatar import PoseCodes
 from pcavs.media.audio import load_speech
 
 from support.faces import fitted
@@ -238,3 +241,74 @@ def test_chunks_at_another_rate_and_of_integers(pipeline, monkeypatch):
 def test_bad_stream_input_is_one_line(pipeline, audio, options, message):
     with pytest.raises(pcavs.InputError, match=message):
         list(pipeline.stream(CROP, audio, aligned=True, **options))
+
+
+def test_the_stage_names_what_the_job_does(pipeline, monkeypatch, voice):
+    """A watcher thread reads `stream.stage` while the main thread waits in `next(stream)`; each step waits until
+    the watcher has seen the stage it runs in, so none goes by unseen."""
+    seen: list[str] = []
+    streams: list[pcavs.FrameStream] = []
+
+    def seen_now() -> None:
+        deadline = time.monotonic() + 10
+        while (not seen or seen[-1] != streams[0].stage) and time.monotonic() < deadline:
+            time.sleep(0.001)
+
+    def waiting(work):
+        def run(*args, **kwargs):
+            seen_now()
+            return work(*args, **kwargs)
+
+        return run
+
+    monkeypatch.setattr(streaming, "load_speech", waiting(streaming.load_speech))
+    monkeypatch.setattr(pipelines, "load_identities", waiting(pipelines.load_identities))
+    monkeypatch.setattr(PoseCodes, "read", waiting(PoseCodes.read))
+    monkeypatch.setattr(type(pipeline.networks.G), "forward", waiting(stand_in))
+    streams.append(pipeline.stream(CROP, voice, POSE, aligned=True, mode="crop"))
+    ended = threading.Event()
+
+    def watch() -> None:
+        while not ended.is_set():
+            if not seen or seen[-1] != streams[0].stage:
+                seen.append(streams[0].stage)
+            time.sleep(0.0005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert len(list(streams[0])) == 4
+        seen_now()
+    finally:
+        ended.set()
+        watcher.join()
+    assert seen == ["reading the voice", "finding the face", "reading the head motion", "making frames", "done"]
+
+
+def test_pose_frames_are_read_as_the_frames_reach_them(pipeline, monkeypatch, tmp_path):
+    """The first frame waits only for the first batch of pose frames; a frame past the frames read so far reads
+    the source to its end (ping-pong needs its length); the frames equal those of an avatar encoded up front."""
+    monkeypatch.setattr(type(pipeline.networks.G), "forward", stand_in)
+    pose = (POSE * 4)[:10]
+    voice = tmp_path / "voice.wav"
+    sf.write(voice, tone(0.5, 16000), 16000)  # 13 frames: frame 10 turns back through the 10 pose frames
+    taken: list[int] = []
+    aligned = pipelines.aligned_frames
+
+    def counted(*args):
+        for crop in aligned(*args):
+            taken.append(1)
+            yield crop
+
+    monkeypatch.setattr(pipelines, "aligned_frames", counted)
+    stream = pipeline.stream(CROP, voice, pose, aligned=True, mode="crop", batch_size=1)
+    frames = [next(stream)]
+    assert len(taken) == pipeline.default_batch_size() == 4
+    frames += [next(stream) for _ in range(4)]
+    assert len(taken) == 8  # frame 4 read the second batch
+    frames += list(stream)
+    assert len(taken) == 10 and [f.index for f in frames] == list(range(13))
+    avatar = pipeline.prepare(CROP, pose, aligned=True)
+    assert len(avatar.pose_codes) == 10
+    offline = pipeline(avatar, voice, out=None, return_frames=True, progress=False, mode="crop", batch_size=1).frames
+    assert np.array_equal(np.stack([f.image for f in frames]), offline)
