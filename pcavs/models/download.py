@@ -240,25 +240,24 @@ def _fetch(weights: Weights, url: str, source: Path | None, target: Path, progre
     counted (a download: as soon as it is longer), or, a local copy with `verify=False`, installed with a warning."""
     from tqdm.auto import tqdm
 
-    with tqdm(unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
-        if source is not None:
-            todo = (f"check that it is the released file, or install it anyway with "
-                    f"`{weights.command} {weights.source_option} {source} --no-verify`")
-            count = _Count()
-            try:
-                src = open(source, "rb")
-            except OSError as exc:
-                raise WeightsError(f"{source}: cannot be read ({reason(exc)})") from None
-            with src:
-                _pour(src.read, target, count, bar, lambda exc: WeightsError(f"{source}: cannot be read ({reason(exc)})"),
-                      (OSError,), target.parent.parent)
-        elif (urllib.parse.urlsplit(url).hostname or "").lower() in ("drive.google.com", "docs.google.com"):
-            todo = f"check the address, or {weights.by_hand}"
-            _gdown(weights, url, target, progress)
-            count = None  # gdown counts nothing for us
-        else:
-            todo = f"check the address, or {weights.by_hand}"
-            count = _http_get(weights, url, target, bar, todo)
+    if source is not None:
+        todo = (f"check that it is the released file, or install it anyway with "
+                f"`{weights.command} {weights.source_option} {source} --no-verify`")
+        count = _Count()
+        try:
+            src = open(source, "rb")
+        except OSError as exc:
+            raise WeightsError(f"{source}: cannot be read ({reason(exc)})") from None
+        with src, tqdm(total=source.stat().st_size, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
+            _pour(src.read, target, count, bar, lambda exc: WeightsError(f"{source}: cannot be read ({reason(exc)})"),
+                  (OSError,), target.parent.parent)
+    elif (urllib.parse.urlsplit(url).hostname or "").lower() in ("drive.google.com", "docs.google.com"):
+        todo = f"check the address, or {weights.by_hand}"
+        _gdown(weights, url, target, progress)
+        count = None  # gdown counts nothing for us
+    else:
+        todo = f"check the address, or {weights.by_hand}"
+        count = _http_get(weights, url, target, progress, todo)
     published = weights.published
     if published is None:
         return target
@@ -276,9 +275,11 @@ def _failed(weights: Weights, source: str, why: str) -> NetworkError:
     return NetworkError(f"downloading the weights from {source} failed ({why}); check the connection, or {weights.by_hand}")
 
 
-def _http_get(weights: Weights, url: str, target: Path, bar, todo: str) -> _Count:
+def _http_get(weights: Weights, url: str, target: Path, progress: bool, todo: str) -> _Count:
     """Stream `url` into `target`; NetworkError (one line) on any failure. A published file is refused from the
     length the server announces, or as soon as more bytes arrive than it has."""
+    from tqdm.auto import tqdm
+
     request = urllib.request.Request(url, headers={"User-Agent": f"pcavs/{__version__}"})
     try:
         response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
@@ -302,10 +303,10 @@ def _http_get(weights: Weights, url: str, target: Path, bar, todo: str) -> _Coun
                                f"{published.size:,} (SHA-256 {published.sha256}); {todo}")
         if total is not None and total > MAX_DOWNLOAD_BYTES:
             raise _failed(weights, url, f"the server offers {total >> 20} MiB, far more than {name}")
-        bar.reset(total=total)
-        _pour(response.read, target, count, bar,
-              lambda exc: _failed(weights, url, f"after {count.size} bytes: {reason(exc)}"),
-              (OSError, http.client.HTTPException), target.parent.parent)
+        with tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=not progress) as bar:
+            _pour(response.read, target, count, bar,
+                  lambda exc: _failed(weights, url, f"after {count.size} bytes: {reason(exc)}"),
+                  (OSError, http.client.HTTPException), target.parent.parent)
     if total is not None and count.size != total:
         raise _failed(weights, url, f"the connection closed after {count.size} of {total} bytes")
     return count
