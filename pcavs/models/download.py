@@ -199,7 +199,8 @@ class _Count:
 
 def _pour(read: Callable[[int], bytes], target: Path, count: _Count, bar, unreadable: Callable[[Exception], PcavsError],
           errors: tuple[type[BaseException], ...], place: Path) -> None:
-    """Copy `read`'s blocks into the new file `target` until it returns b"", counting them (errors name `place`)."""
+    """Copy `read`'s blocks into the new file `target` until it returns b"", counting them and moving the progress
+    `bar` (if any); errors name `place`."""
     try:
         out = open(target, "wb")
     except OSError as exc:
@@ -217,7 +218,8 @@ def _pour(read: Callable[[int], bytes], target: Path, count: _Count, bar, unread
                 out.write(block)
             except OSError as exc:
                 raise _cannot_write(place, exc) from None
-            bar.update(len(block))
+            if bar is not None:
+                bar.update(len(block))
 
 
 def _cannot_write(place: Path, exc: OSError) -> WeightsError:
@@ -248,8 +250,8 @@ def _fetch(weights: Weights, url: str, source: Path | None, target: Path, progre
             src = open(source, "rb")
         except OSError as exc:
             raise WeightsError(f"{source}: cannot be read ({reason(exc)})") from None
-        with src, tqdm(total=source.stat().st_size, unit="B", unit_scale=True, desc=target.name, disable=not progress) as bar:
-            _pour(src.read, target, count, bar, lambda exc: WeightsError(f"{source}: cannot be read ({reason(exc)})"),
+        with src:  # a local copy: quick, no progress bar
+            _pour(src.read, target, count, None, lambda exc: WeightsError(f"{source}: cannot be read ({reason(exc)})"),
                   (OSError,), target.parent.parent)
     elif (urllib.parse.urlsplit(url).hostname or "").lower() in ("drive.google.com", "docs.google.com"):
         todo = f"check the address, or {weights.by_hand}"
