@@ -105,15 +105,15 @@ def ensure(name: str, given: str | os.PathLike | None = None, progress: bool = T
     weights = MODELS[name]
     try:
         return find(name, given)
-    except WeightsError as exc:
+    except WeightsError:
         if given is not None or os.environ.get(weights.env):
             raise
-        looked = str(exc).partition("(looked in ")[2].partition(")")[0]
     print(f"pcavs: no {weights.title} weights yet; downloading {weights.download_name} ({weights.size_text}) "
           f"into {weights.target(None)}")
     try:
         return install(name, progress=progress)
     except NetworkError as exc:
+        looked = ", ".join(map(str, weights.places()))
         raise NetworkError(f"no {weights.title} weights found (looked in {looked}) and {exc}") from None
 
 

@@ -90,6 +90,10 @@ class Weights:
         folder = cache_dir() / self.cache
         return folder if self.archive else folder / self.files[0]
 
+    def places(self) -> list[Path]:
+        """Where pcavs looks when no path is given or set: the local folders, then the user cache."""
+        return [Path(folder) for folder in self.local] + [self.default_path()]
+
     def target(self, dest: str | os.PathLike | None) -> Path:
         """Where an install into `dest` puts them: the folder itself, or a single file's path (a folder: the file in it)."""
         if dest is None:
@@ -147,7 +151,7 @@ def find(name: str, given: str | os.PathLike | None = None) -> Path:
     env = os.environ.get(weights.env)
     if env:
         return _holding(weights, Path(env).expanduser(), f" (${weights.env})", f"{weights.hint}, or unset ${weights.env}")
-    looked = [Path(folder) for folder in weights.local] + [weights.default_path()]
+    looked = weights.places()
     for path in looked:
         found = weights.installed_at(path)
         if found is not None:
