@@ -17,7 +17,7 @@ _NAMES = {
     "batch": "batches.run", "Options": "core.options",
     "download_weights": "models.download", "ensure_weights": "models.download",
     "evaluate": "metrics.evaluate", "evaluate_faces": "metrics.evaluate", "EvalResult": "metrics.evaluate",
-    "plot_scores": "metrics.evaluate", "download_syncnet": "metrics.syncnet", "Restorer": "restore.restorer",
+    "plot_scores": "metrics.evaluate", "download_syncnet": "models.download", "Restorer": "restore.restorer",
     "PcavsError": "core.errors", "InputError": "core.errors", "WeightsError": "core.errors",
     "NetworkError": "core.errors", "OutOfMemoryError": "core.errors", "serve": "app.serve",
 }

@@ -1,4 +1,4 @@
-"""The `pcavs` command: a thin layer over `pcavs.generate`, `Pipeline`, `download_weights` and `save_slim`."""
+"""The `pcavs` command: a thin layer over `pcavs.generate`, `Pipeline`, the weights registry and `save_slim`."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,7 @@ from pathlib import Path
 from ..core import options
 from ..core.errors import InputError, PcavsError, WeightsError
 from ..core.version import __version__
+from ..models.registry import MODELS
 from . import serve as web
 
 PACKAGE = Path(__file__).resolve().parent.parent
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
 
     download = commands.add_parser("download", help="fetch and verify released weights into the user cache")
-    download.add_argument("model", nargs="?", choices=tuple(DOWNLOADS), default="pcavs",
+    download.add_argument("model", nargs="?", choices=tuple(MODELS), default="pcavs",
                           help="which weights (default: pcavs, the PC-AVS checkpoint)")
     download.add_argument("--dest", help="where to install them, or with --check where they are (default: the user cache, "
                                          "$PCAVS_HOME or ~/.cache/pcavs; --check: where pcavs would load them from)")
@@ -228,62 +229,23 @@ def run_eval(args: argparse.Namespace) -> int:
     return 2 if failed else 0
 
 
-def download_pcavs(args: argparse.Namespace) -> Path:
-    from ..models.download import download_weights
-
-    if args.from_file:
-        raise InputError("--from-file is for single-file weights (gfpgan, syncnet); for PC-AVS use --from-zip demo.zip")
-    return download_weights(dest=args.dest, url=args.url, zip_path=args.from_zip)
-
-
-def download_gfpgan(args: argparse.Namespace) -> Path:
-    from ..restore.weights import download_checkpoint
-
-    if args.from_zip:
-        raise InputError("--from-zip is for the PC-AVS demo.zip; for GFPGAN use --from-file GFPGANv1.4.pth")
-    return download_checkpoint(dest=args.dest, url=args.url, from_file=args.from_file, verify=not args.no_verify)
-
-
-def download_syncnet(args: argparse.Namespace) -> Path:
-    from ..metrics.syncnet import download_syncnet as install
-
-    if args.from_zip:
-        raise InputError("--from-zip is for PC-AVS's demo.zip; for SyncNet use --from-file syncnet_v2.model")
-    return install(dest=args.dest, url=args.url, from_file=args.from_file, verify=not args.no_verify)
-
-
-def check_pcavs(args: argparse.Namespace) -> str:
-    from ..models.download import check_weights
-
-    return check_weights(args.dest)
-
-
-def check_gfpgan(args: argparse.Namespace) -> str:
-    from ..restore.weights import check_installed
-
-    return check_installed(args.dest)
-
-
-def check_syncnet(args: argparse.Namespace) -> str:
-    from ..metrics.syncnet import check_installed
-
-    return check_installed(args.dest)
-
-
-DOWNLOADS = {"pcavs": download_pcavs, "gfpgan": download_gfpgan, "syncnet": download_syncnet}  # model name -> installer; each returns where the weights now are
-CHECKS = {"pcavs": check_pcavs, "gfpgan": check_gfpgan, "syncnet": check_syncnet}  # model name -> `--check`: one line on what was verified
-
-
 def run_download(args: argparse.Namespace) -> int:
+    from ..models import download
+
+    weights = MODELS[args.model]
+    if args.from_file if weights.archive else args.from_zip:
+        wrong, meant = ("--from-file", "gfpgan and syncnet") if weights.archive else ("--from-zip", "PC-AVS's demo.zip")
+        raise InputError(f"{wrong} is for {meant}; for {weights.title} use {weights.source_option} {weights.download_name}")
     if args.no_verify and not args.from_file:
         raise InputError("--no-verify is only for --from-file (a file you have); a download is always checked "
                          "against the published SHA-256")
     if args.check:
         if args.url or args.from_zip or args.from_file:
             raise InputError("--check installs nothing: give it no --url, --from-zip or --from-file (--dest: where to look)")
-        print(f"ok: {CHECKS[args.model](args)}")
+        print(f"ok: {download.check(weights.name, args.dest)}")
         return 0
-    print(f"weights ready in {DOWNLOADS[args.model](args)}")
+    where = download.install(weights.name, args.dest, args.url, args.from_zip or args.from_file, not args.no_verify)
+    print(f"weights ready in {where}")
     return 0
 
 

@@ -37,7 +37,8 @@ from ..faces import track as facetrack
 from ..media.probe import probe
 from ..media.video import iter_frames
 from . import lipsync, quality
-from .syncnet import SyncNet, find_syncnet, load_syncnet
+from ..models.download import ensure
+from .syncnet import SyncNet, load_syncnet
 
 MIN_FACE_FRACTION = facetrack.MIN_FOUND  # share of compared frames whose mouths must be found for lmd
 
@@ -135,10 +136,11 @@ def _number(value: float | None, digits: int) -> str:
 
 
 def resolve_syncnet(syncnet: SyncNet | str | os.PathLike | None, device: torch.device) -> SyncNet:
-    """A loaded SyncNet on `device`: the given module, or loaded from the file `find_syncnet` names."""
+    """A loaded SyncNet on `device`: the given module, or loaded from the given file, else $PCAVS_SYNCNET, else the
+    user cache (downloaded there on first use; see models.download.ensure)."""
     if isinstance(syncnet, SyncNet):
         return syncnet.to(device)
-    return load_syncnet(find_syncnet(syncnet)).to(device)
+    return load_syncnet(ensure("syncnet", syncnet)).to(device)
 
 
 def _check_video(video: str | os.PathLike, audio: str | os.PathLike | None):
@@ -188,7 +190,7 @@ def evaluate(
     audio: the speech to score against (default: the video's own audio track).
     reference: the ground-truth video, for SSIM, PSNR and LMD.
     syncnet: the SyncNet weights file or a loaded `SyncNet` (default: $PCAVS_SYNCNET, then the user
-        cache; `pcavs download syncnet` installs them).
+        cache, where the first use downloads them).
     device: "auto", "cpu", "cuda", ...; progress: show progress bars.
     """
     start = time.perf_counter()

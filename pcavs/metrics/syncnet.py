@@ -1,11 +1,12 @@
 """SyncNet (Chung & Zisserman 2016) as joonson/syncnet_python's `syncnet_v2.model` defines it: the network,
-finding its weights, and loading them strictly by name.
+and loading its weights strictly by name.
 
 Two towers map 0.2 s of video and of audio to 1024-d embeddings:
 - lip tower: five 224x224 BGR frames, pixels 0-255 unnormalised, as (B, 3, 5, 224, 224);
 - audio tower: 20 MFCC steps of 13 coefficients (see mfcc.py), as (B, 1, 13, 20).
 The module indices inside each `nn.Sequential` are those of the released file's keys.
-The weights are never bundled: `pcavs download syncnet` fetches them into the user cache.
+The weights are never bundled: the first use (or `pcavs download syncnet`) fetches them into the user cache
+and checks them against their published SHA-256 (models/registry.py).
 """
 from __future__ import annotations
 
@@ -16,16 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..core.errors import WeightsError
-from ..core.files import cache_dir
 from ..models.checkpoint import build, check_state_dict, expected_keys, read_state_dict
-from ..models.download import Published, check_file, fetch_file
+from ..models.registry import SYNCNET as WEIGHTS
 
-FILENAME = "syncnet_v2.model"
-URL = "https://www.robots.ox.ac.uk/~vgg/software/lipsync/data/syncnet_v2.model"
-PUBLISHED = Published(FILENAME, "961e8696f888fce4f3f3a6c3d5b3267cf5b343100b238e79b2659bff2c605442", 54_573_114)
-ENV = "PCAVS_SYNCNET"
-HINT = "run `pcavs download syncnet` (or `pcavs download syncnet --from-file syncnet_v2.model`)"
+FILENAME = WEIGHTS.files[0]
+HINT = WEIGHTS.hint
 EMBEDDING = 1024
 WINDOW = 5  # frames the lip tower sees
 BN_EPS = 1e-5
@@ -158,52 +154,6 @@ def load_syncnet(path: str | os.PathLike, label: str | None = None) -> SyncNet:
     return build(SyncNet, state)
 
 
-def find_syncnet(syncnet: str | os.PathLike | None = None) -> Path:
-    """Where the SyncNet weights are: the argument, else $PCAVS_SYNCNET, else the user cache."""
-    if syncnet is not None:
-        return Path(syncnet).expanduser()
-    env = os.environ.get(ENV)
-    if env:
-        return Path(env).expanduser()
-    cached = default_path()
-    if cached.is_file():
-        return cached
-    raise WeightsError(f"no SyncNet weights found (looked in ${ENV} and {cached}); {HINT}")
-
-
 def default_path() -> Path:
     """Where `pcavs download syncnet` puts the file: the user cache."""
-    return cache_dir() / FILENAME
-
-
-def download_syncnet(
-    dest: str | os.PathLike | None = None,
-    url: str | None = None,
-    from_file: str | os.PathLike | None = None,
-    progress: bool = True,
-    verify: bool = True,
-) -> Path:
-    """Install `syncnet_v2.model` (default: into the user cache, where `find_syncnet` looks) and return its path.
-
-    Fetched over https from its official address (or another http(s) `url`), or copied from
-    `from_file`; it must be the published file (SHA-256 and size, checked as it streams) and load
-    strictly before it is renamed into place (`verify=False` installs a local copy that is not the
-    published file, with a warning). `dest`: a folder, or a path ending in `.model`. An installed
-    file is kept.
-    """
-    target = default_path() if dest is None else Path(dest).expanduser()
-    if target.suffix != ".model":
-        target = target / FILENAME
-    source = str(from_file) if from_file is not None else (url or URL)
-
-    def check(path: Path) -> None:
-        load_syncnet(path, label=source)
-
-    return fetch_file(url or URL, target, check, published=PUBLISHED, from_file=from_file, verify=verify,
-                      progress=progress, command="pcavs download syncnet")
-
-
-def check_installed(syncnet: str | os.PathLike | None = None) -> str:
-    """`pcavs download syncnet --check`: the weights pcavs would use are the published file and load strictly."""
-    path = find_syncnet(syncnet)
-    return check_file(path / FILENAME if path.is_dir() else path, PUBLISHED, load_syncnet, "pcavs download syncnet")
+    return WEIGHTS.default_path()

@@ -21,15 +21,15 @@ import torch
 from torch import nn
 
 from ..core.errors import WeightsError, reason
-from ..core.files import AtomicFile, cache_dir
+from ..core.files import AtomicFile
 from .checkpoint import build, check_state_dict, expected_keys, file_sha256, read_state_dict
 from .encoders import AudioEncoder, IdentityEncoder, PoseMouthEncoder
 from .generator import Generator
+from .registry import PCAVS, find
 
 NETWORKS: dict[str, type[nn.Module]] = {"G": Generator, "V": IdentityEncoder, "E": PoseMouthEncoder, "A_sync": AudioEncoder}
 NUM_CLASSES = 5830  # identities in the training set: size of the classifier heads
-DEFAULT_SUBDIR = "demo"  # demo.zip unpacks to demo/
-DOWNLOAD_HINT = "run `pcavs download` (or `pcavs download --from-zip demo.zip`) to install the weights"
+DOWNLOAD_HINT = PCAVS.hint
 RECORD = "SHA256SUMS"  # beside the installed files: the SHA-256 of each at install time, as `sha256sum` writes it
 _RECORD_LINE = re.compile(r"([0-9a-f]{64}) [ *](latest_net_[A-Za-z0-9_]+\.pth)")
 
@@ -60,24 +60,9 @@ def unused_shapes(net: str) -> dict[str, tuple[int, ...]]:
 
 
 def find_checkpoints(checkpoints: str | os.PathLike | None = None) -> Path:
-    """Where the weights are: the argument, else $PCAVS_CHECKPOINTS, else ./checkpoints/demo, else the user cache."""
-    if checkpoints is not None:
-        return Path(checkpoints).expanduser()
-    looked = []
-    env = os.environ.get("PCAVS_CHECKPOINTS")
-    candidates = [Path(env).expanduser()] if env else []
-    candidates += [Path("checkpoints") / DEFAULT_SUBDIR, cache_dir() / DEFAULT_SUBDIR]
-    for path in candidates:
-        if _looks_installed(path):
-            return path
-        looked.append(str(path))
-    raise WeightsError(f"no PC-AVS weights found (looked in {', '.join(looked)}); {DOWNLOAD_HINT}")
-
-
-def _looks_installed(path: Path) -> bool:
-    if path.is_file():
-        return path.suffix == ".safetensors"
-    return all((path / checkpoint_filename(net)).is_file() for net in NETWORKS)
+    """Where the weights are: the argument, else $PCAVS_CHECKPOINTS, else ./checkpoints/demo, else the user cache
+    (see registry.find: the folder or slim .safetensors file returned exists)."""
+    return find(PCAVS.name, checkpoints)
 
 
 def write_record(folder: Path, digests: Mapping[str, str]) -> None:
@@ -152,13 +137,16 @@ def load_checkpoint_file(net: str, path: str | os.PathLike, label: str | None = 
     return build(NETWORKS[net], state)
 
 
+def verify_file(path: Path, label: str) -> None:
+    """Raise WeightsError (naming `label`) unless `path`, a `latest_net_<net>.pth`, loads strictly: an install's check."""
+    load_checkpoint_file(path.name.removeprefix("latest_net_").removesuffix(".pth"), path, label)
+
+
 def load_networks(checkpoints: str | os.PathLike | None = None) -> Networks:
     """Load the four networks (on the CPU) from a checkpoint folder or a slim .safetensors file."""
     location = find_checkpoints(checkpoints)
     if location.suffix == ".safetensors":
         return _load_slim(location)
-    if not location.is_dir():
-        raise WeightsError(f"{location}: no such checkpoint folder; {DOWNLOAD_HINT}")
     check_record(location)
     return Networks(**{net: load_checkpoint_file(net, location / checkpoint_filename(net)) for net in NETWORKS})
 

@@ -8,7 +8,7 @@ import hashlib
 import importlib.util
 import json
 import wave
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -18,12 +18,16 @@ import torch
 from support import syncnet_weights as syncnet_weights
 from support.kits import DATA, require_kit
 from support.loopback import serve
-from pcavs.metrics import lipsync
+from pcavs.metrics import evaluate, lipsync
 from pcavs.app.cli import main
 from pcavs.core.errors import InputError, NetworkError, OutOfMemoryError, WeightsError
 from pcavs.metrics.mfcc import mfcc
-from pcavs.metrics.syncnet import PUBLISHED, URL, FILENAME, SyncNet, download_syncnet, find_syncnet, load_syncnet
-from pcavs.models.download import Published, fetch_file
+from pcavs.metrics.syncnet import FILENAME, SyncNet, load_syncnet
+from pcavs.models import registry
+from pcavs.models.download import download_syncnet, ensure
+from pcavs.models.registry import SYNCNET, Published, find
+
+PUBLISHED, URL = SYNCNET.published, SYNCNET.url
 
 KIT = "syncnet_conformance"
 HERE = DATA / "syncnet"
@@ -247,17 +251,34 @@ def test_refuses_broken_and_unsafe_files(tmp_path, syncnet_file, kind, message):
 def test_where_the_weights_are_found(tmp_path, monkeypatch, syncnet_file):
     monkeypatch.delenv("PCAVS_SYNCNET", raising=False)
     with pytest.raises(WeightsError, match=r"no SyncNet weights found .*pcavs download syncnet"):
-        find_syncnet()
+        find("syncnet")
     cached = tmp_path / "pcavs-home" / FILENAME  # $PCAVS_HOME is tmp_path / pcavs-home in every test
     cached.parent.mkdir(parents=True)
     cached.write_bytes(syncnet_file.read_bytes())
-    assert find_syncnet() == cached
+    assert find("syncnet") == cached
     monkeypatch.setenv("PCAVS_SYNCNET", str(syncnet_file))
-    assert find_syncnet() == syncnet_file
-    assert find_syncnet(tmp_path / "given.model") == tmp_path / "given.model"
-    monkeypatch.setenv("PCAVS_SYNCNET", str(tmp_path / "absent.model"))
-    with pytest.raises(WeightsError, match="absent.model: file not found; run `pcavs download syncnet`"):
-        load_syncnet(find_syncnet())
+    assert find("syncnet") == syncnet_file
+    assert find("syncnet", syncnet_file.parent) == syncnet_file  # a folder: the file in it
+    with pytest.raises(WeightsError, match=r"given\.model: no such file or folder; run `pcavs download syncnet`"):
+        find("syncnet", tmp_path / "given.model")
+
+
+@pytest.mark.no_weights_env
+def test_a_missing_file_in_the_environment_is_an_error_naming_it(tmp_path, monkeypatch, syncnet_file):
+    """$PCAVS_SYNCNET naming no file: one line naming the variable, the file and what to do; never another file,
+    never a download."""
+    cached = tmp_path / "pcavs-home" / FILENAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(syncnet_file.read_bytes())
+    absent = tmp_path / "absent.model"
+    monkeypatch.setenv("PCAVS_SYNCNET", str(absent))
+    for call in (lambda: find("syncnet"), lambda: ensure("syncnet", progress=False)):
+        with pytest.raises(WeightsError) as exc:
+            call()
+        text = str(exc.value)
+        assert "\n" not in text and text == (
+            f"{absent} ($PCAVS_SYNCNET): no such file or folder; run `pcavs download syncnet` "
+            "(or `pcavs download syncnet --from-file syncnet_v2.model`), or unset $PCAVS_SYNCNET")
 
 
 # ---------------------------------------------------------------- network, windows, scores
@@ -355,22 +376,33 @@ def test_the_official_address_is_https_and_the_published_file_is_pinned():
     assert PUBLISHED == Published(FILENAME, "961e8696f888fce4f3f3a6c3d5b3267cf5b343100b238e79b2659bff2c605442", 54_573_114)
 
 
-def test_a_download_with_one_byte_changed_is_refused_and_nothing_is_installed(tmp_path, syncnet_file, as_published):
-    """What the installer does with its PUBLISHED record, here with the synthesized file's: the file itself is
-    installed and loads; the same file with one byte changed is refused, naming both hashes."""
+@pytest.mark.no_weights_env
+def test_first_use_downloads_through_the_registry_and_refuses_one_byte_changed(tmp_path, monkeypatch, syncnet_file,
+                                                                                  as_published, capsys):
+    """SyncNet installs on first use like GFPGAN and PC-AVS (the registry's installer), here with the synthesized file
+    as the published one, from a loopback server: the same file with one byte changed is refused, naming both hashes,
+    and nothing is installed; the file itself is installed into the user cache, loads, and is then found."""
+    monkeypatch.delenv("PCAVS_SYNCNET", raising=False)
     data = bytearray(syncnet_file.read_bytes())
     data[len(data) // 2] ^= 0x01
     changed = hashlib.sha256(data).hexdigest()
-    with serve({"good.model": syncnet_file, "changed.model": bytes(data)}) as (base, _):
-        dest = tmp_path / "new" / FILENAME
+    with serve({"good.model": syncnet_file, "changed.model": bytes(data)}) as (base, hits):
+        monkeypatch.setitem(registry.MODELS, "syncnet", replace(SYNCNET, url=f"{base}/changed.model", published=as_published))
         with pytest.raises(WeightsError) as exc:
-            fetch_file(f"{base}/changed.model", dest, load_syncnet, published=as_published, progress=False)
-        assert not (tmp_path / "new").exists()
+            evaluate.resolve_syncnet(None, torch.device("cpu"))
+        assert not (tmp_path / "pcavs-home").exists()
         assert str(exc.value).startswith(
             f"{base}/changed.model: not the published {FILENAME}: SHA-256 {changed} ({len(data):,} bytes), "
             f"expected {as_published.sha256} ({len(data):,} bytes); ")
-        assert fetch_file(f"{base}/good.model", dest, load_syncnet, published=as_published, progress=False) == dest
-    assert dest.read_bytes() == syncnet_file.read_bytes()
+        monkeypatch.setitem(registry.MODELS, "syncnet", replace(SYNCNET, url=f"{base}/good.model", published=as_published))
+        assert isinstance(evaluate.resolve_syncnet(None, torch.device("cpu")), SyncNet)
+        installed = tmp_path / "pcavs-home" / FILENAME
+        assert hits == ["/changed.model", "/good.model"] and installed.read_bytes() == syncnet_file.read_bytes()
+        assert f"downloading {FILENAME} (55 MB) into {installed}" in capsys.readouterr().out
+        assert ensure("syncnet") == installed and len(hits) == 2  # found: nothing fetched again
+    assert main(["download", "syncnet", "--check"]) == 0
+    assert capsys.readouterr().out == f"ok: {installed}: the published {FILENAME} (SHA-256 {as_published.sha256}, " \
+                                      f"{as_published.size:,} bytes); loads strictly\n"
 
 
 @pytest.mark.no_weights_env
@@ -393,7 +425,7 @@ def test_cli_installs_a_local_copy_with_no_verify_where_eval_finds_it(tmp_path, 
     assert err.startswith(f"pcavs: warning: {syncnet_file} is not the published {FILENAME} (SHA-256 ")
     installed = tmp_path / "pcavs-home" / FILENAME
     assert str(installed) in out
-    assert installed.read_bytes() == syncnet_file.read_bytes() and find_syncnet() == installed
+    assert installed.read_bytes() == syncnet_file.read_bytes() and find("syncnet") == installed
     assert sorted(p.name for p in installed.parent.iterdir()) == [FILENAME]  # no temporary files left
     count = len(hits)
     assert main(["download", "syncnet", "--url", f"{base}/syncnet_v2.model"]) == 0

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from pcavs.models import download
+from pcavs.models import download, registry
 from pcavs.app.cli import main
 from pcavs.core.errors import InputError, NetworkError, WeightsError
 from support.loopback import serve
-from pcavs.models.download import Published
+from pcavs.models.registry import Published, Weights
+from pcavs.models import weights as weights_module
 from pcavs.models.weights import RECORD, find_checkpoints, load_networks
 from support.pcavs_weights import synth_state_dict
 
@@ -184,7 +185,7 @@ def test_failed_download_names_the_manual_route(tmp_path, server, where, reason)
     with pytest.raises(NetworkError, match="downloading the weights from .* failed") as exc:
         download.download_weights(tmp_path / "demo", url=url)  # with the progress bar
     text = one_line(exc)
-    assert reason in text and download.DRIVE_LINK in text and BY_HAND in text
+    assert reason in text and registry.DRIVE_LINK in text and BY_HAND in text
     assert leftovers(tmp_path) == []
 
 
@@ -233,7 +234,7 @@ def test_interrupt_while_verifying_leaves_nothing(tmp_path, zips, monkeypatch):
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(download, "load_checkpoint_file", interrupt)
+    monkeypatch.setattr(weights_module, "load_checkpoint_file", interrupt)  # the loader the registry names
     with pytest.raises(KeyboardInterrupt):
         download.download_weights(tmp_path / "a" / "b" / "demo", zip_path=zips["good"], progress=False)
     assert leftovers(tmp_path) == []
@@ -306,7 +307,7 @@ def test_google_drive_failures(tmp_path, monkeypatch, behaviour, message):
     with pytest.raises(NetworkError, match=message) as exc:
         download.download_weights(tmp_path / "demo", progress=False)
     text = one_line(exc)
-    assert download.DRIVE_LINK in text and BY_HAND in text
+    assert registry.DRIVE_LINK in text and BY_HAND in text
     assert leftovers(tmp_path) == []
 
 
@@ -315,45 +316,59 @@ def test_truncated_file_in_dest_is_not_complete(tmp_path, synth_weights):
     dest.mkdir()
     for name in WEIGHT_FILES:
         os.link(synth_weights / name, dest / name)  # hard links: no copying, and the originals stay intact below
-    assert download.weights_complete(dest)
+    assert download.complete(dest, WEIGHT_FILES)
     data = (dest / "latest_net_E.pth").read_bytes()
     (dest / "latest_net_E.pth").unlink()
     (dest / "latest_net_E.pth").write_bytes(data[: len(data) // 2])
-    assert not download.weights_complete(dest)
+    assert not download.complete(dest, WEIGHT_FILES)
 
 
-def _must_be_a_zip(path: Path) -> None:
-    if not zipfile.is_zipfile(path):
-        raise WeightsError(f"{path.name}: not the expected file")
+# ---------------------------------------------------------------- a single file, through the same installer
 
 
-def test_fetch_file_downloads_verifies_and_renames(tmp_path, server):
+@pytest.fixture
+def model(monkeypatch):
+    """Registers a stand-in single-file model, "model" (a zip "loads"), with no published hash; yields a function
+    that registers it again with `changes` (e.g. its URL, its `Published`) and returns the entry."""
+    def register(**changes) -> Weights:
+        fields = dict(name="model", title="Model", files=("model.bin",), url="https://example.invalid/model.bin",
+                      env="PCAVS_TEST_MODEL", cache="models", loader="support.zip_weights:load", size_text="1 MB")
+        entry = Weights(**{**fields, **changes})
+        monkeypatch.setitem(registry.MODELS, "model", entry)
+        return entry
+
+    monkeypatch.delenv("PCAVS_TEST_MODEL", raising=False)
+    register()
+    return register
+
+
+def test_a_single_file_downloads_verifies_and_renames(tmp_path, server, model):
     base, hits = server
-    dest = tmp_path / "cache" / "models" / "root.zip"
-    assert download.fetch_file(f"{base}/root.zip", dest, _must_be_a_zip, progress=False) == dest
-    assert zipfile.is_zipfile(dest) and leftovers(dest.parent) == ["root.zip"]
+    dest = tmp_path / "cache" / "models" / "root.bin"
+    assert download.install("model", dest, url=f"{base}/root.zip", progress=False) == dest
+    assert zipfile.is_zipfile(dest) and leftovers(dest.parent) == ["root.bin"]
     count = len(hits)
-    assert download.fetch_file(f"{base}/root.zip", dest, _must_be_a_zip) == dest  # installed: nothing fetched
+    assert download.install("model", dest, url=f"{base}/root.zip") == dest  # installed: nothing fetched
     assert len(hits) == count
 
 
-def test_fetch_file_from_a_local_copy(tmp_path, zips):
-    dest = tmp_path / "models" / "copy.zip"
-    download.fetch_file("https://example.invalid/copy.zip", dest, _must_be_a_zip, from_file=zips["root"])
-    assert dest.read_bytes() == zips["root"].read_bytes()
+def test_a_single_file_from_a_local_copy_into_a_folder(tmp_path, zips, model):
+    dest = tmp_path / "models"
+    assert download.install("model", dest, from_file=zips["root"]) == dest / "model.bin"
+    assert (dest / "model.bin").read_bytes() == zips["root"].read_bytes()
 
 
 @pytest.mark.parametrize("case, error, message", [
     ("refused", WeightsError, "not the expected file"),
-    ("short", NetworkError, r"closed after 1048576 of 2097152 bytes\); check the connection, or download .* by hand and run `pcavs download gfpgan --from-file short.zip`"),
+    ("short", NetworkError, r"closed after 1048576 of 2097152 bytes\); check the connection, or download "
+                            r"https://example\.invalid/model\.bin by hand and run `pcavs download model --from-file model\.bin`"),
     ("404", NetworkError, "HTTP 404"),
 ])
-def test_fetch_file_failures_leave_nothing(tmp_path, server, zips, case, error, message):
+def test_single_file_failures_leave_nothing(tmp_path, server, model, case, error, message):
     base, _ = server
     name = {"refused": "truncated.zip", "short": "short.zip", "404": "absent.zip"}[case]
-    dest = tmp_path / "new" / "folder" / name
     with pytest.raises(error, match=message) as exc:
-        download.fetch_file(f"{base}/{name}", dest, _must_be_a_zip, progress=False, command="pcavs download gfpgan")
+        download.install("model", tmp_path / "new" / "folder", url=f"{base}/{name}", progress=False)
     one_line(exc)
     assert not (tmp_path / "new").exists()  # the folders it made are gone, and no partial file is anywhere
 
@@ -381,12 +396,15 @@ def mirror(published):
         yield served
 
 
-def test_the_published_file_is_installed(tmp_path, mirror, published):
+def test_the_published_file_is_installed_then_checked(tmp_path, mirror, published, model, monkeypatch):
     base, _ = mirror
     spec, data = published
+    model(published=spec, url=f"{base}/model.bin")
     dest = tmp_path / "models" / "model.bin"
-    assert download.fetch_file(f"{base}/model.bin", dest, _must_be_a_zip, published=spec, progress=False) == dest
+    assert download.install("model", dest, progress=False) == dest
     assert dest.read_bytes() == data and leftovers(dest.parent) == ["model.bin"]
+    monkeypatch.setenv("PCAVS_TEST_MODEL", str(dest.parent))  # a folder: the file in it
+    assert download.check("model") == f"{dest}: the published model.bin (SHA-256 {spec.sha256}, {spec.size:,} bytes); loads strictly"
 
 
 @pytest.mark.parametrize("name, words", [
@@ -395,42 +413,69 @@ def test_the_published_file_is_installed(tmp_path, mirror, published):
     ("longer.bin", "the server offers {more:,} bytes, expected {size:,} (SHA-256 {sha})"),  # refused before the body
     ("unsized-longer.bin", "longer than its {size:,} bytes (SHA-256 {sha})"),  # refused as soon as it is longer
 ])
-def test_a_file_that_is_not_the_published_one_is_refused_and_nothing_is_installed(tmp_path, mirror, published, name, words):
+def test_a_file_that_is_not_the_published_one_is_refused_and_nothing_is_installed(tmp_path, mirror, published, model, name, words):
     base, _ = mirror
     spec, data = published
+    model(published=spec)
     changed = bytearray(data)
     changed[len(data) // 2] ^= 0x01
     expected = words.format(got=hashlib.sha256(changed).hexdigest(), sha=spec.sha256, size=spec.size, more=spec.size + 1)
     dest = tmp_path / "new" / "models" / "model.bin"
     with pytest.raises(WeightsError, match="not the published model.bin") as exc:
-        download.fetch_file(f"{base}/{name}", dest, _must_be_a_zip, published=spec, progress=False)
+        download.install("model", dest, url=f"{base}/{name}", progress=False)
     text = one_line(exc)
     assert text.startswith(f"{base}/{name}: ") and expected in text, text
     assert "check the address, or download" in text
     assert not (tmp_path / "new").exists()  # nothing installed, no partial file, not even the folders
 
 
-def test_a_local_copy_that_is_not_the_published_file_needs_verify_false(tmp_path, published):
+def test_a_local_copy_that_is_not_the_published_file_needs_verify_false(tmp_path, published, model):
     spec, _ = published
+    model(published=spec)
     other = write_zip(tmp_path / "mine.zip", {"weights.bin": b"my own weights"})  # a good zip, but not the published file
     dest = tmp_path / "models" / "model.bin"
     with pytest.raises(WeightsError, match=rf"{other}: not the published model\.bin: SHA-256 {sha256(other)} .* "
                                            rf"expected {spec.sha256}") as exc:
-        download.fetch_file("https://example.invalid/model.bin", dest, _must_be_a_zip, published=spec, from_file=other)
+        download.install("model", dest, from_file=other)
     assert "--no-verify" in one_line(exc) and not dest.exists()
     with pytest.warns(UserWarning, match=rf"{other} is not the published model\.bin \(SHA-256 {sha256(other)}.*"
                                          rf"expected {spec.sha256}.*installing it anyway \(--no-verify\)"):
-        download.fetch_file("https://example.invalid/model.bin", dest, _must_be_a_zip, published=spec, from_file=other,
-                            verify=False)
+        download.install("model", dest, from_file=other, verify=False)
     assert dest.read_bytes() == other.read_bytes()
+    with pytest.raises(WeightsError, match=rf"{dest}: not the published model\.bin: SHA-256 {sha256(other)}"):
+        download.check("model", dest)
 
 
-def test_verify_false_is_only_for_a_local_copy(tmp_path, mirror, published):
+def test_verify_false_is_only_for_a_local_copy(tmp_path, mirror, published, model):
     base, hits = mirror
+    model(published=published[0])
     count = len(hits)
     with pytest.raises(InputError, match=r"only for a file you have \(--from-file\)"):
-        download.fetch_file(f"{base}/changed.bin", tmp_path / "model.bin", _must_be_a_zip, published=published[0], verify=False)
+        download.install("model", tmp_path / "model.bin", url=f"{base}/changed.bin", verify=False)
     assert len(hits) == count and leftovers(tmp_path) == []
+
+
+@pytest.mark.no_weights_env
+@pytest.mark.parametrize("name", ["pcavs", "gfpgan", "syncnet"])
+def test_every_model_is_found_through_the_registry(tmp_path, monkeypatch, name):
+    """One finder for all: $<env> naming nothing is an error naming it and the file; the default places are passed over."""
+    weights = registry.MODELS[name]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(weights.env, raising=False)
+    with pytest.raises(WeightsError, match=rf"no {weights.title} weights found \(looked in .*pcavs-home.*\); run `{weights.command}`"):
+        registry.find(name)
+    monkeypatch.setenv(weights.env, str(tmp_path / "absent"))
+    with pytest.raises(WeightsError) as exc:
+        registry.find(name)
+    assert one_line(exc) == (f"{tmp_path / 'absent'} (${weights.env}): no such file or folder; {weights.hint}, "
+                             f"or unset ${weights.env}")
+    (tmp_path / "folder").mkdir()
+    monkeypatch.setenv(weights.env, str(tmp_path / "folder"))
+    with pytest.raises(WeightsError, match=rf"folder/{weights.files[0]} \(\${weights.env}\): file not found; "):
+        registry.find(name)
+    for file in weights.files:
+        (tmp_path / "folder" / file).write_bytes(b"x")
+    assert registry.find(name) == (tmp_path / "folder" / ("" if weights.archive else weights.files[0]))
 
 
 @pytest.mark.parametrize("model", ["pcavs", "gfpgan", "syncnet"])

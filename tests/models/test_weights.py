@@ -98,10 +98,10 @@ def test_checkpoint_of_another_model(tmp_path, synth_weights):
 
 
 def test_missing_folder_and_file(tmp_path, monkeypatch):
-    with pytest.raises(WeightsError, match="no such checkpoint folder"):
+    with pytest.raises(WeightsError, match="nowhere: no such file or folder; run `pcavs download`"):
         weights.load_networks(tmp_path / "nowhere")
     (tmp_path / "partial").mkdir()
-    with pytest.raises(WeightsError, match="latest_net_G.pth: file not found"):
+    with pytest.raises(WeightsError, match="partial/latest_net_G.pth: file not found; run `pcavs download`"):
         weights.load_networks(tmp_path / "partial")
 
 
@@ -115,7 +115,9 @@ def test_search_order_and_message(tmp_path, monkeypatch, synth_weights):
     assert "checkpoints/demo" in text and "pcavs-home" in text and "pcavs download" in text
     monkeypatch.setenv("PCAVS_CHECKPOINTS", str(synth_weights))
     assert weights.find_checkpoints() == synth_weights
-    assert weights.find_checkpoints(tmp_path / "explicit") == tmp_path / "explicit"
+    assert weights.find_checkpoints(synth_weights) == synth_weights
+    with pytest.raises(WeightsError, match="explicit: no such file or folder"):  # a path given must hold the weights
+        weights.find_checkpoints(tmp_path / "explicit")
 
 
 def test_slim_safetensors_round_trip(tmp_path, pipeline, synth_weights):

@@ -15,9 +15,8 @@ from support.gfpgan_weights import FILENAME, synth_state_dict, write_checkpoint
 from support.kits import DATA, INPUTS, require_kit
 from pcavs.faces import ffhq
 from pcavs.restore.restorer import Restorer
-from pcavs.restore.weights import (
-    ENV, check_state_dict, default_path, find_checkpoint, load_gfpgan, read_checkpoint, verify_checkpoint,
-)
+from pcavs.models.registry import GFPGAN as WEIGHTS, find
+from pcavs.restore.weights import check_state_dict, load_gfpgan, read_checkpoint, verify_checkpoint
 from pcavs.core.errors import InputError, WeightsError
 from pcavs.restore.gfpgan import unused_shapes
 
@@ -158,27 +157,29 @@ def _expected_shapes() -> dict:
 
 
 def test_finds_the_checkpoint_argument_then_env_then_cache(tmp_path, monkeypatch):
-    monkeypatch.delenv(ENV, raising=False)
+    monkeypatch.delenv(WEIGHTS.env, raising=False)
     with pytest.raises(WeightsError) as error:
-        find_checkpoint()
+        find("gfpgan")
     message = str(error.value)
-    assert "\n" not in message and str(default_path()) in message and "pcavs download gfpgan" in message
-    assert default_path().is_relative_to(tmp_path / "pcavs-home")  # conftest points PCAVS_HOME there
+    cached = WEIGHTS.default_path()
+    assert "\n" not in message and str(cached) in message and "pcavs download gfpgan" in message
+    assert cached.is_relative_to(tmp_path / "pcavs-home")  # conftest points PCAVS_HOME there
 
-    default_path().parent.mkdir(parents=True)
-    default_path().write_bytes(b"x")
-    assert find_checkpoint() == default_path()
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    assert find("gfpgan") == cached
     env_folder = tmp_path / "env"
     env_folder.mkdir()
-    monkeypatch.setenv(ENV, str(env_folder))
-    assert find_checkpoint() == default_path()  # $PCAVS_GFPGAN holds no file: the cache is next
+    monkeypatch.setenv(WEIGHTS.env, str(env_folder))
+    with pytest.raises(WeightsError, match=rf"env/{FILENAME} \(\$PCAVS_GFPGAN\): file not found; .*or unset \$PCAVS_GFPGAN"):
+        find("gfpgan")  # $PCAVS_GFPGAN holds no file: an error naming it, not the cache
     (env_folder / FILENAME).write_bytes(b"x")
-    assert find_checkpoint() == env_folder / FILENAME
+    assert find("gfpgan") == env_folder / FILENAME
     given = tmp_path / "given.pth"
     given.write_bytes(b"x")
-    assert find_checkpoint(given) == given
-    with pytest.raises(WeightsError, match=rf"looked in {tmp_path / 'nowhere.pth'}\)"):
-        find_checkpoint(tmp_path / "nowhere.pth")  # an explicit path is the only place looked
+    assert find("gfpgan", given) == given
+    with pytest.raises(WeightsError, match=rf"{tmp_path / 'nowhere.pth'}: no such file or folder; run `pcavs download gfpgan`"):
+        find("gfpgan", tmp_path / "nowhere.pth")  # an explicit path is the only place looked
 
 
 # ---------------------------------------------------------------- golden arrays

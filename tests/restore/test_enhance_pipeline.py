@@ -9,6 +9,7 @@ import math
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -21,6 +22,8 @@ from support.gfpgan_weights import FILENAME
 from support.kits import INPUTS
 from support.loopback import serve
 from support.av import ffmpeg
+from pcavs.models import registry
+from pcavs.models.registry import GFPGAN, find
 from pcavs.restore import weights as enhance
 from pcavs.restore.restorer import Restorer
 from pcavs.faces.align import Paster, crop_to_generated, prepare_face, transform_points
@@ -207,30 +210,30 @@ def sha256(path: Path) -> str:
 def test_a_download_that_is_not_the_published_file_is_refused(server, gfpgan_checkpoint, capsys, monkeypatch):
     """A well-formed GFPGAN v1.4 checkpoint that is not the released file: refused, naming both hashes; nothing installed."""
     base, hits = server
-    monkeypatch.delenv(enhance.ENV, raising=False)
+    monkeypatch.delenv(GFPGAN.env, raising=False)
     assert main(["download", "gfpgan", "--url", f"{base}/{FILENAME}"]) == 2
     err = capsys.readouterr().err
     size = gfpgan_checkpoint.stat().st_size
     assert err.count("\n") == 1 and f"{base}/{FILENAME}: not the published {FILENAME}" in err
-    assert size != enhance.PUBLISHED.size  # so it is refused from the announced length, before the body
-    assert f"offers {size:,} bytes, expected {enhance.PUBLISHED.size:,} (SHA-256 {enhance.PUBLISHED.sha256})" in err
-    assert not enhance.default_path().parent.exists() and hits[-1] == f"/{FILENAME}"
+    assert size != GFPGAN.published.size  # so it is refused from the announced length, before the body
+    assert f"offers {size:,} bytes, expected {GFPGAN.published.size:,} (SHA-256 {GFPGAN.published.sha256})" in err
+    assert not GFPGAN.default_path().parent.exists() and hits[-1] == f"/{FILENAME}"
 
 
 def test_a_copy_the_user_has_installs_with_no_verify_into_the_user_cache(server, gfpgan_checkpoint, capsys, monkeypatch):
     base, hits = server
-    monkeypatch.delenv(enhance.ENV, raising=False)
+    monkeypatch.delenv(GFPGAN.env, raising=False)
     assert main(["download", "gfpgan", "--from-file", str(gfpgan_checkpoint)]) == 2
     err = capsys.readouterr().err
     assert f"{gfpgan_checkpoint}: not the published {FILENAME}: SHA-256 {sha256(gfpgan_checkpoint)}" in err
-    assert f"expected {enhance.PUBLISHED.sha256}" in err and "--no-verify" in err
-    assert not enhance.default_path().parent.exists()
+    assert f"expected {GFPGAN.published.sha256}" in err and "--no-verify" in err
+    assert not GFPGAN.default_path().parent.exists()
     assert main(["download", "gfpgan", "--from-file", str(gfpgan_checkpoint), "--no-verify"]) == 0
     out, err = capsys.readouterr()
     assert err.startswith(f"pcavs: warning: {gfpgan_checkpoint} is not the published {FILENAME}") and err.count("\n") == 1
-    installed = enhance.default_path()
+    installed = GFPGAN.default_path()
     assert str(installed) in out and leftovers(installed.parent) == [FILENAME]  # no temporary file left beside it
-    assert installed.read_bytes() == gfpgan_checkpoint.read_bytes() and enhance.find_checkpoint() == installed
+    assert installed.read_bytes() == gfpgan_checkpoint.read_bytes() and find("gfpgan") == installed
     count = len(hits)
     assert main(["download", "gfpgan", "--url", f"{base}/{FILENAME}"]) == 0 and len(hits) == count  # nothing fetched again
     assert main(["download", "gfpgan", "--check"]) == 2  # installed, but not the published file
@@ -239,11 +242,11 @@ def test_a_copy_the_user_has_installs_with_no_verify_into_the_user_cache(server,
 
 def test_first_enhance_use_downloads_asking_nothing_and_verifies(server, monkeypatch):
     base, hits = server
-    monkeypatch.delenv(enhance.ENV, raising=False)
-    monkeypatch.setattr(enhance, "URL", f"{base}/{FILENAME}")
+    monkeypatch.delenv(GFPGAN.env, raising=False)
+    monkeypatch.setitem(registry.MODELS, "gfpgan", replace(GFPGAN, url=f"{base}/{FILENAME}"))
     with pytest.raises(WeightsError, match=f"not the published {FILENAME}"):
         Restorer.from_pretrained(device="cpu")
-    assert hits[-1] == f"/{FILENAME}" and not enhance.default_path().parent.exists()
+    assert hits[-1] == f"/{FILENAME}" and not GFPGAN.default_path().parent.exists()
 
 
 def test_download_refuses_a_wrong_file_and_leaves_nothing(server, tmp_path, capsys):
@@ -264,13 +267,13 @@ def test_missing_weights_offline_says_where_pcavs_looked(monkeypatch):
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
-    monkeypatch.delenv(enhance.ENV, raising=False)
-    monkeypatch.setattr(enhance, "URL", f"http://127.0.0.1:{port}/{FILENAME}")
+    monkeypatch.delenv(GFPGAN.env, raising=False)
+    monkeypatch.setitem(registry.MODELS, "gfpgan", replace(GFPGAN, url=f"http://127.0.0.1:{port}/{FILENAME}"))
     with pytest.raises(NetworkError) as error:
         enhance.ensure_checkpoint(progress=False)
     message = str(error.value)
-    assert "\n" not in message and str(enhance.default_path()) in message
+    assert "\n" not in message and str(GFPGAN.default_path()) in message
     assert "pcavs download gfpgan --from-file GFPGANv1.4.pth" in message
-    assert not enhance.default_path().parent.exists()
+    assert not GFPGAN.default_path().parent.exists()
     with pytest.raises(WeightsError, match="pcavs download gfpgan"):
-        enhance.find_checkpoint()
+        find("gfpgan")
