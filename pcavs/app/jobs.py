@@ -277,7 +277,7 @@ class Video:
                 "frames": self.frames, "total": self.total, "error": self.error, "position": position}
 
 
-Work = Callable[[Any, Inputs, Any, Path], Iterator[tuple]]
+Work = Callable[[Any, Inputs, Any, Path, Callable[[str], None]], Iterator[tuple]]
 
 
 class Videos:
@@ -287,7 +287,7 @@ class Videos:
         self.queue = queue_
         self.limits = limits
         self.requests = requests
-        self.work = work  # (pipeline, inputs, options, folder) -> events, on the device's thread
+        self.work = work  # (pipeline, inputs, options, folder, stage) -> events, on the device's thread
         self._jobs: dict[str, Video] = {}
         self._lock = threading.Lock()
 
@@ -354,7 +354,7 @@ class Videos:
         try:
             slot = self.queue.wait(ticket, deadline)
             job.update(status="running", stage="finding the face")
-            events = run_on(slot, lambda pipeline: self.work(pipeline, inputs, options, job.folder), ticket.stop)
+            events = run_on(slot, lambda pipeline: self.work(pipeline, inputs, options, job.folder, lambda text: job.update(stage=text)), ticket.stop)
             timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._expire, (job,))
             timer.start()
             try:

@@ -8,9 +8,10 @@ each as a JPEG as soon as it is made, writes the mp4 from the same frames, and g
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from ..core.errors import InputError
 from ..core.options import Options
@@ -19,6 +20,7 @@ from .jobs import RESULT_NAME, Inputs
 from .limits import Limits
 
 JPEG_QUALITY = 85
+STAGE_EVERY = 0.1  # s between looks at the stage of a job that has no frame yet
 
 
 def check_inputs(limits: Limits, folder: Path, face: tuple[str, str] | None, audio: tuple[str, str] | None,
@@ -40,17 +42,30 @@ def check_inputs(limits: Limits, folder: Path, face: tuple[str, str] | None, aud
     return Inputs(Path(face[0]), voice, Path(pose[0]) if pose else None, shown)
 
 
-def make_video(pipeline: Any, inputs: Inputs, options: Options, folder: Path) -> Iterator[tuple]:
-    """The job on `pipeline`: frames as they are made, then the mp4 (`folder`/talking_face.mp4, whole or absent)."""
+def make_video(pipeline: Any, inputs: Inputs, options: Options, folder: Path,
+               stage: Callable[[str], None]) -> Iterator[tuple]:
+    """The job on `pipeline`: frames as they are made, then the mp4 (`folder`/talking_face.mp4, whole or absent);
+    `stage` hears what the job is doing while no frame comes (reading the voice, finding the face, ...)."""
     out = folder / RESULT_NAME
     stream = pipeline.stream(str(inputs.face), str(inputs.voice), str(inputs.pose) if inputs.pose else None,
                              **asdict(options))
-    with stream.record(None, out=out) as recording:
-        for frame in stream:
-            recording.add(frame)
-            yield "frame", frame.index, encode_jpeg(frame.image, JPEG_QUALITY), stream.total
-        yield "stage", "writing the mp4"
-        recording.finish()
+    first = threading.Event()
+
+    def watch() -> None:
+        while not first.wait(STAGE_EVERY):
+            stage(stream.stage)
+
+    threading.Thread(target=watch, name="pcavs-stage", daemon=True).start()
+    try:
+        with stream.record(None, out=out) as recording:
+            for frame in stream:
+                first.set()
+                recording.add(frame)
+                yield "frame", frame.index, encode_jpeg(frame.image, JPEG_QUALITY), stream.total
+            yield "stage", "writing the mp4"
+            recording.finish()
+    finally:
+        first.set()
     yield "video", out
 
 
