@@ -73,6 +73,7 @@ class UploadFolder:
         self._folder: tempfile.TemporaryDirectory | None = None
 
     def path(self) -> Path:
+        """The folder, made now if there is none."""
         if self._folder is None or not Path(self._folder.name).is_dir():
             self._folder = tempfile.TemporaryDirectory(prefix=self.prefix)
         return Path(self._folder.name)
