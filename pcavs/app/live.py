@@ -201,7 +201,7 @@ class LiveSession:
 class Sessions:
     """The live recordings of one server: at most one per client."""
 
-    def __init__(self, queue_: Queue, limits: Limits, ice_servers: list[str]):
+    def __init__(self, queue_: Queue, limits: Limits, ice_servers: list[dict]):
         self.queue = queue_
         self.limits = limits
         self.ice_servers = ice_servers
@@ -224,7 +224,8 @@ class Sessions:
                 raise InputError("one live recording per client: stop the other one first")
         ticket = self.queue.join(client, "live")
         session = LiveSession(client, ticket, self.queue, self.limits, avatar_of, probe, asyncio.get_running_loop())
-        config = RTCConfiguration([RTCIceServer(url) for url in self.ice_servers])
+        config = RTCConfiguration([RTCIceServer(s["urls"], s.get("username"), s.get("credential"))
+                                   for s in self.ice_servers])
         peer = RTCPeerConnection(config)
         self._peers.add(peer)
 

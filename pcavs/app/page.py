@@ -285,10 +285,10 @@ CSS = """
 """
 
 
-def head(ice_servers: list[str]) -> str:
+def head(ice_servers: list[dict]) -> str:
     """The page's <head> additions: its script and the ICE servers Live uses."""
     script = resources.files("pcavs.app").joinpath("static/page.js").read_text(encoding="utf-8")
-    servers = json.dumps([{"urls": url} for url in ice_servers])
+    servers = json.dumps(ice_servers)
     return f"<script>window.pcavsIceServers = {servers};</script><script>{script}</script>"
 
 

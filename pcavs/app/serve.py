@@ -45,6 +45,18 @@ def serving_devices(device: str) -> list:
     return [resolve_device(device)]
 
 
+def ice_server(url: str) -> dict[str, str]:
+    """A `--ice-server` URL as WebRTC's {urls, username, credential}: `turn:USER:PASSWORD@host:port` carries a login."""
+    scheme, _, rest = url.partition(":")
+    if scheme not in ("stun", "stuns", "turn", "turns") or not rest:
+        raise InputError(f"--ice-server {url!r}: give stun:HOST:PORT or turn:USER:PASSWORD@HOST:PORT")
+    login, at, place = rest.rpartition("@")
+    if not at:
+        return {"urls": url}
+    user, _, password = login.partition(":")
+    return {"urls": f"{scheme}:{place}", "username": user, "credential": password}
+
+
 def read_logins(auth_file: str | os.PathLike | None = None) -> list[tuple[str, str]]:
     """The logins from `auth_file` (one USER:PASSWORD a line) or else $PCAVS_AUTH (comma-separated); none when neither."""
     if auth_file is not None:
@@ -172,9 +184,10 @@ def serve(
 
         weights = ensure_weights(checkpoints)
         backend = Devices([Pipeline.from_pretrained(weights, device=str(d)) for d in serving_devices(device)], concurrency)
-    server = Server(backend, limits, queue, list(ice_servers or []), LivePipelines(live_dtype))
+    servers = [ice_server(url) for url in ice_servers or []]
+    server = Server(backend, limits, queue, servers, LivePipelines(live_dtype))
     try:
-        app, page = build_app(server, Auth(pairs), max_upload, warning, list(ice_servers or []))
+        app, page = build_app(server, Auth(pairs), max_upload, warning, servers)
         served = _start(app, page, server, host, port)
     except BaseException:
         server.close()
@@ -187,7 +200,7 @@ def serve(
     return served
 
 
-def build_app(server: Server, auth: Auth, max_upload: int, warning: str | None, ice_servers: list[str]):
+def build_app(server: Server, auth: Auth, max_upload: int, warning: str | None, ice_servers: list[dict]):
     """The ASGI app: the HTTP API and Live's routes, and the page mounted at /."""
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse, Response

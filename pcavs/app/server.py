@@ -96,7 +96,7 @@ class Avatars:
 class Server:
     """The state of one `pcavs serve`: see the module's docstring."""
 
-    def __init__(self, backend: Backend, limits: Limits, queue_size: int, ice_servers: list[str], live_pipeline: Any):
+    def __init__(self, backend: Backend, limits: Limits, queue_size: int, ice_servers: list[dict], live_pipeline: Any):
         self.backend = backend
         self.limits = limits
         self.workspace = Workspace()
