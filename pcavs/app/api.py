@@ -33,6 +33,10 @@ BOUNDARY = "pcavs-frame"
 SUFFIX = re.compile(r"\.[A-Za-z0-9]{1,5}$")
 
 
+class TooLarge(InputError):
+    """An upload over the server's size limit."""
+
+
 def client_of(request: Any) -> str:
     """Who sent a request, for the per-client limits: its address."""
     return request.client.host if request.client is not None else "unknown"
@@ -90,7 +94,7 @@ def router(server: Server, auth: Auth, max_upload: int):
             while block := await upload.read(1 << 20):
                 size += len(block)
                 if size > max_upload:
-                    raise InputError(f"{role}: {shown} is larger than this server's {max_upload >> 20} MB limit")
+                    raise TooLarge(f"{role}: {shown} is larger than this server's {max_upload >> 20} MB limit")
                 out.write(block)
         return str(path), shown
 
@@ -107,7 +111,7 @@ def router(server: Server, auth: Auth, max_upload: int):
                 values = {k: v for k, v in options.items() if v not in (None, "")}
                 job = await anyio.to_thread.run_sync(server.submit, client_of(request), *files, values)
             except PcavsError as exc:
-                return refused(exc)
+                return refused(exc, 413 if isinstance(exc, TooLarge) else 400)
         return JSONResponse({"id": job.id, "status": job.status}, status_code=202)
 
     defaults = {f.name: f.default for f in fields(Options)}

@@ -152,6 +152,14 @@ class Queue:
             self._grant()
             return ticket
 
+    def withdraw(self, ticket: Ticket) -> None:
+        """Stop `ticket`; one still waiting leaves the queue at once (one running leaves when its work stops)."""
+        with self._changed:
+            ticket.stop.set()
+            if ticket in self._waiting:
+                self._waiting.remove(ticket)
+            self._changed.notify_all()
+
     def position(self, ticket: Ticket) -> int | None:
         """How many are ahead of `ticket` (0: next), or None once it runs or has left."""
         with self._changed:
@@ -161,7 +169,7 @@ class Queue:
         """Block until `ticket` has a slot; Cancelled when it is stopped or `deadline` (monotonic) passes first."""
         with self._changed:
             while ticket.slot is None:
-                if ticket.stop.is_set() or time.monotonic() > deadline:
+                if ticket.stop.is_set() or time.monotonic() > deadline or ticket not in self._waiting:
                     raise Cancelled()
                 self._changed.wait(POLL)
             return ticket.slot
@@ -323,7 +331,7 @@ class Videos:
         if not job.ended:
             job.update(status="cancelled", error=reason)
         if job.ticket is not None:
-            job.ticket.stop.set()
+            self.queue.withdraw(job.ticket)
 
     def delete(self, job_id: str) -> None:
         """Cancel the job and remove it and its folder."""

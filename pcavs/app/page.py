@@ -12,6 +12,7 @@ import html
 import inspect
 import json
 import logging
+import os
 import time
 import traceback
 from dataclasses import fields
@@ -27,6 +28,7 @@ from .server import Server
 
 WHOLE_NUMBERS = ("seed", "face_index", "batch_size")
 POSE_CHOICES = ("demo", "upload", "webcam", "none")
+TELEMETRY = "HF_HUB_DISABLE_TELEMETRY"
 WAIT = 0.5  # s between the handler's looks at its job
 log = logging.getLogger("pcavs.serve")
 
@@ -56,14 +58,22 @@ def unread(base: type) -> type:
             return payload.path, payload.orig_name or payload.path.rsplit("/", 1)[-1]
 
         def move_resource_to_block_cache(self, url_or_file_path):
-            from gradio_client.utils import is_http_url_like
-
-            if url_or_file_path and is_http_url_like(str(url_or_file_path)):
-                raise gradio().Error("a URL in place of a file: upload the file itself", print_exception=False)
+            _refuse_url(url_or_file_path)
             return super().move_resource_to_block_cache(url_or_file_path)
+
+        async def async_move_resource_to_block_cache(self, url_or_file_path):
+            _refuse_url(url_or_file_path)
+            return await super().async_move_resource_to_block_cache(url_or_file_path)
 
     Unread.__name__ = base.__name__  # the page's component of that name draws it
     return Unread
+
+
+def _refuse_url(url_or_file_path) -> None:
+    from gradio_client.utils import is_http_url_like
+
+    if url_or_file_path and is_http_url_like(str(url_or_file_path)):
+        raise gradio().Error("a URL in place of a file: upload the file itself", print_exception=False)
 
 
 class Page:
@@ -211,6 +221,7 @@ class Page:
 
     def build(self):
         gr = gradio()
+        telemetry = os.environ.get(TELEMETRY)
         with gr.Blocks(title="pcavs", analytics_enabled=False) as page:
             gr.Markdown("# pcavs: a photo that talks\nOne photo of a face and a voice in, a lip-synced video out "
                         "(PC-AVS, CVPR 2021).")
@@ -220,6 +231,10 @@ class Page:
                 self.video_tab(gr)
             with gr.Tab("Live"):
                 self.live_tab(gr)
+        if telemetry is None:  # Gradio sets it for its whole process; the server changes no environment variable
+            os.environ.pop(TELEMETRY, None)
+        else:
+            os.environ[TELEMETRY] = telemetry
         return page
 
     def video_tab(self, gr) -> None:

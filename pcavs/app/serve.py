@@ -10,6 +10,7 @@ import copy
 import json
 import logging
 import os
+import re
 import threading
 import time
 import warnings
@@ -221,6 +222,11 @@ def build_app(server: Server, auth: Auth, max_upload: int, warning: str | None, 
                 return JSONResponse({"error": f"the upload is larger than this server takes ({max_upload >> 20} MB a file)"},
                                     status_code=413)
         response = await call_next(request)
+        if request.method == "GET" and "text/html" in response.headers.get("content-type", "") and not auth.allows(request):
+            body = b"".join([chunk async for chunk in response.body_iterator])  # the login page: no API description
+            body = re.sub(rb"window\.gradio_api_info = .*?;</script>", b"window.gradio_api_info = {};</script>", body, flags=re.S)
+            return Response(body, status_code=response.status_code, media_type="text/html",
+                            headers={k: v for k, v in response.headers.items() if k.lower() != "content-length"})
         if request.method == "POST" and path.endswith("/gradio_api/upload") and response.status_code == 200:
             body = b"".join([chunk async for chunk in response.body_iterator])
             for uploaded in json.loads(body or b"[]"):
