@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..core.errors import InputError, PcavsError, WeightsError, one_line
+from ..core.facts import FPS
 from ..core.files import AtomicFile
 from ..core.options import MODEL_OPTIONS, Options, names as option_names
 from ..core.tables import Table, read_table
 from ..media.audio import load_speech
 from ..media.ffmpeg import WHOLE, file_url, run
 from ..media.probe import probe
-from ..media.video import FPS
 from ..models.mel import num_frames
 
 MEDIA_COLUMNS = ("face", "audio", "pose", "out")

@@ -25,9 +25,9 @@ import numpy as np
 
 from .detect import Detector, Face, get_detector
 from ..core.errors import InputError
+from ..core.facts import CROP_SIZE
 from ..media.images import read_image, to_rgb8, warp_affine
 
-CROP_SIZE = 224
 ANCHOR_TARGETS = np.array([[87.0, 59.0], [137.0, 59.0], [112.0, 120.0]])  # right eye, left eye, inner mouth
 ANCHOR_TARGETS.setflags(write=False)
 LOADER_BOX = (16, 0, 208, 192)  # x0, y0, x1, y1 of the aligned crop that the networks see, resized to 224

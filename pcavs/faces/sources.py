@@ -14,7 +14,7 @@ from typing import Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from .align import CROP_SIZE, AlignedFace, align_frames, align_image, prepare_face
+from .align import AlignedFace, align_frames, align_image, prepare_face
 from .detect import get_detector
 from ..core.errors import InputError
 from ..media.images import read_image

@@ -22,11 +22,12 @@ import numpy as np
 
 from .align import ANCHOR_TARGETS, loader_view, similarity_transform, warp_to_crop
 from ..core.errors import InputError
+from ..core.facts import CROP_SIZE
 
 CROP_SCALE = 0.4  # run_pipeline.py's crop_scale
 SMOOTH = 13  # frames of the median filter on the box
 PAD_VALUE = 110
-SIZE = 224
+SIZE = CROP_SIZE  # SyncNet's crop, the generator's size
 MIN_IOU = 0.5
 MAX_GAP = 25  # frames a face may go missing before the largest face is taken again
 MIN_FOUND = 0.5  # the face must be found in at least this share of the frames

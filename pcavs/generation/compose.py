@@ -6,7 +6,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from ..faces.align import CROP_SIZE, Paster, crop_to_generated, loader_view
+from ..core.facts import CROP_SIZE
+from ..faces.align import Paster, crop_to_generated, loader_view
 from ..faces.sources import Identity
 
 LABEL_HEIGHT = 24

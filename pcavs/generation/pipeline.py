@@ -17,11 +17,12 @@ import torch
 
 from ..core.devices import ShrinkingBatches, resolve_device, resolve_dtype, reuse_freed_memory
 from ..core.errors import InputError
+from ..core.facts import FPS, SAMPLE_RATE
 from ..core.files import folder_writable
 from ..core.options import Options, job_options
 from ..faces.align import loader_view
 from ..faces.sources import Identity, Media, aligned_frames, as_list, describe, load_identities
-from ..media.video import FPS, VideoWriter
+from ..media.video import VideoWriter
 from ..models.mel import frame_windows
 from ..models.pixels import to_tensor, to_uint8
 from ..models.weights import Networks, find_checkpoints, load_networks
@@ -250,7 +251,7 @@ class Pipeline:
         audio: str | os.PathLike | Iterable[np.ndarray] | None,
         pose: Media | Sequence[Media] | None = None,
         *,
-        sample_rate: int = 16000,
+        sample_rate: int = SAMPLE_RATE,
         realtime: bool = False,
         **options,
     ) -> FrameStream:

@@ -21,12 +21,12 @@ from typing import Callable, Generator, Iterable, Iterator, NamedTuple
 import numpy as np
 
 from ..core.errors import InputError
-from ..core.facts import CROP_SIZE, FPS
-from ..media.audio import MIN_SPEECH, SPEECH_RATE, load_speech
-from ..models.mel import MEL_PER_FRAME, SAMPLES_PER_FRAME, WINDOW_OFFSET, WINDOW_ROWS, MelStream, num_frames, whole_gain
+from ..core.facts import CROP_SIZE, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
+from ..media.audio import MIN_SPEECH, load_speech
+from ..models.mel import MEL_PER_FRAME, WINDOW_OFFSET, WINDOW_ROWS, MelStream, num_frames, whole_gain
 
 LOOKAHEAD_FRAMES = WINDOW_ROWS // MEL_PER_FRAME - WINDOW_OFFSET - 1  # 2 frames of audio after a frame's own
-LOOKAHEAD = LOOKAHEAD_FRAMES * SAMPLES_PER_FRAME / SPEECH_RATE  # 0.08 s
+LOOKAHEAD = LOOKAHEAD_FRAMES * SAMPLES_PER_FRAME / SAMPLE_RATE  # 0.08 s
 WAITED = 0.002  # s: a pull that took longer found the source empty (live, at its newest sample)
 clock: Callable[[], float] = time.monotonic  # the stream's clock (tests replace it)
 sleep: Callable[[float], None] = time.sleep
@@ -74,7 +74,7 @@ def paced(samples: np.ndarray) -> Iterator[np.ndarray]:
     start = clock()
     for first in range(0, len(samples), SAMPLES_PER_FRAME):
         stop = min(len(samples), first + SAMPLES_PER_FRAME)
-        wait = start + stop / SPEECH_RATE - clock()
+        wait = start + stop / SAMPLE_RATE - clock()
         if wait > 0:
             sleep(wait)
         yield samples[first:stop]
@@ -89,7 +89,7 @@ class AudioFeed:
     the segment writer).
     """
 
-    def __init__(self, audio, loudness: str | None, sample_rate: int = SPEECH_RATE, realtime: bool = False):
+    def __init__(self, audio, loudness: str | None, sample_rate: int = SAMPLE_RATE, realtime: bool = False):
         self.realtime = realtime
         self.keep = False  # set before `start`: keep the 16 kHz samples for `take`
         self.start: float | None = None  # clock time at which sample 0 was spoken (real time)
@@ -109,10 +109,10 @@ class AudioFeed:
         self._file = None
         self.mel = MelStream(None)
         self._chunks = iter(audio)
-        if sample_rate != SPEECH_RATE:
+        if sample_rate != SAMPLE_RATE:
             import soxr
 
-            self._resampler = soxr.ResampleStream(sample_rate, SPEECH_RATE, 1, dtype="float32", quality="HQ")
+            self._resampler = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
 
     def open(self) -> None:
         """Decode the file (once; chunks are taken as frames need them). Call it before the rest."""
@@ -151,7 +151,7 @@ class AudioFeed:
         while self.ready() <= done and self._pull():
             pass
         if self.realtime:  # all the audio the clock says was spoken by now, until the source has no more
-            while (self.start is not None and self.samples < (clock() - self.start) * SPEECH_RATE
+            while (self.start is not None and self.samples < (clock() - self.start) * SAMPLE_RATE
                    and self._pull() and not self._waited):
                 pass
         ready = self.ready()
@@ -163,7 +163,7 @@ class AudioFeed:
     def heard(self, frame: int) -> float:
         """Clock time at which the end of frame `frame`'s own audio was spoken (real time)."""
         end = min(self.samples, (frame + 1) * SAMPLES_PER_FRAME)
-        return (self.start or 0.0) + end / SPEECH_RATE
+        return (self.start or 0.0) + end / SAMPLE_RATE
 
     def take(self, stop: int) -> np.ndarray:
         """The kept 16 kHz samples up to `stop` (or to the end), handed on once."""
@@ -189,9 +189,9 @@ class AudioFeed:
         self._add(samples)
         now = clock()
         if self.start is None:  # a chunk arrives when its last sample has been spoken
-            self.start = now - self.samples / SPEECH_RATE
+            self.start = now - self.samples / SAMPLE_RATE
         elif self._waited:  # the source was empty: it is live, and its newest sample was spoken now
-            self.start = max(self.start, now - self.samples / SPEECH_RATE)
+            self.start = max(self.start, now - self.samples / SAMPLE_RATE)
         return True
 
     def _add(self, samples: np.ndarray) -> None:
@@ -203,7 +203,7 @@ class AudioFeed:
         if self._resampler is not None:
             self._add(self._resampler.resample_chunk(np.zeros(0, np.float32), last=True))
         if self.samples < MIN_SPEECH:
-            raise InputError(f"audio: {self.name} held {1000 * self.samples / SPEECH_RATE:.0f} ms of audio; "
+            raise InputError(f"audio: {self.name} held {1000 * self.samples / SAMPLE_RATE:.0f} ms of audio; "
                              "give at least 40 ms of speech")
         self.mel.finish()
 

@@ -8,12 +8,12 @@ import subprocess
 import numpy as np
 
 from ..core.errors import InputError
+from ..core.facts import SAMPLE_RATE, SAMPLES_PER_FRAME
 from .ffmpeg import Ffmpeg, file_url, has_soxr
 from .probe import probe
-from .video import FPS
 
-SPEECH_RATE = 16000  # Hz: what PC-AVS's audio encoder and SyncNet hear
-MIN_SPEECH = SPEECH_RATE // FPS  # samples: one video frame (40 ms) at the least
+SPEECH_RATE = SAMPLE_RATE  # the name tests/app/test_notebook_media.py imports
+MIN_SPEECH = SAMPLES_PER_FRAME  # samples: one video frame (40 ms) at the least
 _CHUNK = 1 << 20  # bytes per read from ffmpeg's audio pipe
 
 
@@ -72,10 +72,10 @@ def load_speech(path: str | os.PathLike) -> np.ndarray:
     soxr_hq) while streaming, so an hour of audio takes 230 MB. NaN samples become
     silence; audio shorter than one video frame (40 ms) is refused.
     """
-    samples, _ = read_audio(path, sample_rate=SPEECH_RATE, mono=True)
+    samples, _ = read_audio(path, sample_rate=SAMPLE_RATE, mono=True)
     samples = samples[:, 0]
     if len(samples) < MIN_SPEECH:
-        raise InputError(f"{path}: the audio is too short ({1000 * len(samples) / SPEECH_RATE:.0f} ms); "
+        raise InputError(f"{path}: the audio is too short ({1000 * len(samples) / SAMPLE_RATE:.0f} ms); "
                          "give at least 40 ms of speech")
     if not np.isfinite(samples).all():
         samples = np.nan_to_num(samples, nan=0.0, posinf=1.0, neginf=-1.0)

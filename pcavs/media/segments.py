@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import InputError, PcavsError
+from ..core.facts import FPS, SAMPLE_RATE
 from ..core.files import AtomicFile, folder_writable
-from .video import FPS, X264_CRF
+from .video import X264_CRF
 
 SUFFIXES = {".ts": "mpegts", ".mp4": "mp4"}
 X264_OPTIONS = {"preset": "veryfast", "tune": "zerolatency", "crf": X264_CRF, "forced-idr": "1"}  # a packet per frame
@@ -43,7 +44,7 @@ class SegmentWriter:
     """
 
     def __init__(self, folder: str | os.PathLike | None, out: str | os.PathLike | None = None, seconds: float = 1.0,
-                 suffix: str = ".ts", sample_rate: int = 16000, fps: int = FPS):
+                 suffix: str = ".ts", sample_rate: int = SAMPLE_RATE, fps: int = FPS):
         if suffix not in SUFFIXES:
             raise InputError(f"suffix: {suffix!r}: segments are {' or '.join(SUFFIXES)} files")
         if not seconds > 0:

@@ -12,11 +12,11 @@ from typing import Iterator
 import numpy as np
 
 from ..core.errors import InputError, PcavsError
+from ..core.facts import FPS
 from ..core.files import AtomicFile, folder_writable
 from .ffmpeg import Ffmpeg, file_url
 from .probe import MediaInfo, probe
 
-FPS = 25  # the model's frame rate: every video pcavs reads or writes runs at it
 AAC_RATES = (44100, 48000)  # sample rates kept as they are in the output; others are resampled to 48 kHz
 AAC_BITRATE = "160k"
 X264_CRF = "18"  # visually lossless for faces

@@ -26,19 +26,18 @@ import torch
 
 from ..core.devices import ShrinkingBatches
 from ..core.errors import InputError
+from ..core.facts import CROP_SIZE, FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from ..faces.track import medfilt
 from ..media.ffmpeg import WHOLE, Ffmpeg, file_url, last_line, run
 from ..media.probe import MediaInfo
 from .mfcc import mfcc
 from .syncnet import SyncNet
 
-SIZE = 224
-FPS = 25  # SyncNet's frame rate: one frame per 40 ms of audio
+SIZE = CROP_SIZE  # SyncNet's face crop: the generator's faces are scored as they are
 VSHIFT = 15
 WINDOW = 5  # frames per video window
 MFCC_PER_FRAME = 4
 MFCC_WINDOW = 20
-SAMPLES_PER_FRAME = 640  # 16 kHz / FPS
 BATCH = 20  # windows per batch, as the official code (batching does not change the numbers); fewer when memory runs out
 DIST_EPS = 1e-6  # torch.nn.functional.pairwise_distance's default
 CONF_FILTER = 9  # taps of the median filter on the per-window confidence
@@ -114,7 +113,7 @@ def extract_frames(video: str | Path, folder: Path) -> JpegFrames:
 def jpeg_round_trip(frames: Iterable[np.ndarray], folder: Path, name: str) -> JpegFrames:
     """224x224 RGB frames through the same JPEG encoder (from yuv420p, as a decoded video would enter it),
     streamed to ffmpeg as they come."""
-    args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{SIZE}x{SIZE}", "-framerate", "25", "-i", "pipe:0",
+    args = ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{SIZE}x{SIZE}", "-framerate", str(FPS), "-i", "pipe:0",
             "-vf", "format=yuv420p", "-threads", "1", "-f", "image2", str(folder / "%06d.jpg")]
     count = 0
     encoder = Ffmpeg(args, stdin=subprocess.PIPE)
@@ -142,10 +141,10 @@ def jpeg_round_trip(frames: Iterable[np.ndarray], folder: Path, name: str) -> Jp
 def extract_audio(media: str | Path, folder: Path) -> np.ndarray:
     """The first audio track of `media` as 16 kHz mono int16 samples, through ffmpeg and a wav file as the official scorer reads it."""
     path = folder / "audio.wav"
-    _run_ffmpeg(["-y", "-i", file_url(media), "-async", "1", "-ac", "1", "-vn", "-acodec", "pcm_s16le", "-ar", "16000",
+    _run_ffmpeg(["-y", "-i", file_url(media), "-async", "1", "-ac", "1", "-vn", "-acodec", "pcm_s16le", "-ar", str(SAMPLE_RATE),
                  str(path)], str(media), "decode its audio")
     with wave.open(str(path), "rb") as wav:
-        if wav.getnchannels() != 1 or wav.getsampwidth() != 2 or wav.getframerate() != 16000:
+        if wav.getnchannels() != 1 or wav.getsampwidth() != 2 or wav.getframerate() != SAMPLE_RATE:
             raise InputError(f"{media}: ffmpeg did not give 16 kHz mono PCM16 audio")
         return np.frombuffer(wav.readframes(wav.getnframes()), "<i2").copy()
 
@@ -197,7 +196,7 @@ def embed(
     count = num_windows(len(frames), len(samples))
     if count < 1:
         raise InputError(
-            f"{name}: too short to score ({len(frames)} frames, {len(samples) / 16000:.2f} s of audio); "
+            f"{name}: too short to score ({len(frames)} frames, {len(samples) / SAMPLE_RATE:.2f} s of audio); "
             "SyncNet needs at least 6 frames (0.24 s) of both"
         )
     cepstra = torch.from_numpy(mfcc(samples)).float()

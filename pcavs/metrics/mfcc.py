@@ -12,7 +12,8 @@ import math
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from ..core.facts import SAMPLE_RATE
+
 FRAME = 400  # 25 ms
 STEP = 160  # 10 ms
 NFFT = 512

@@ -8,8 +8,7 @@ import functools
 
 import numpy as np
 
-from ..media.audio import SPEECH_RATE as SAMPLE_RATE
-from ..media.video import FPS
+from ..core.facts import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 TARGET_RMS = 0.1
 MIN_RMS = 1e-4
@@ -18,7 +17,6 @@ HOP = 160  # 10 ms
 N_MELS = 80
 FMIN, FMAX = 125.0, 7600.0
 MEL_PER_FRAME = SAMPLE_RATE // FPS // HOP  # 4 mel rows per video frame
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 640
 WINDOW_ROWS = 20  # mel rows seen by the audio encoder for one video frame
 WINDOW_OFFSET = 2  # frame f reads rows [(f - 2) * 4, (f - 2) * 4 + 20)
 FRONT = N_FFT - HOP  # zeros before the signal: STFT frame r covers samples [r * HOP - FRONT, r * HOP + HOP)
