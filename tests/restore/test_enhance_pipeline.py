@@ -175,7 +175,7 @@ def test_bad_enhance_options_fail_in_one_line(tmp_path, speech):
     for flags, message in (
         (("--enhance-weight", "1.5"), "pcavs: enhance_weight: 1.5 must be a number from 0 to 1"),
         (("--enhance-checkpoint", str(tmp_path / "none.pth")),
-         f"pcavs: no GFPGAN v1.4 weights found (looked in {tmp_path / 'none.pth'}); run `pcavs download gfpgan`"),
+         f"pcavs: {tmp_path / 'none.pth'}: no such file or folder; run `pcavs download gfpgan`"),
     ):
         done = cli(*job, "--enhance", "gfpgan", *flags)
         assert done.returncode == 2 and not out.exists(), done.stderr
