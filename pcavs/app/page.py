@@ -43,30 +43,31 @@ def gradio():
     return gradio
 
 
-def unread(base: type) -> type:
-    """`base` (a Gradio file component) handing its handler (server path, the user's file name), unread; a URL
-    in place of an upload is refused before anything is fetched."""
+def unread(component):
+    """`component` (a Gradio file input) handing its handler (server path, the user's file name), unread; a URL in
+    place of an upload is refused before anything is fetched. (Set on the instance: a subclass would make Gradio
+    write a .pyi stub beside this module.)"""
+    plain_move, plain_async_move = component.move_resource_to_block_cache, component.async_move_resource_to_block_cache
 
-    class Unread(base):
-        def preprocess(self, payload):
-            if payload is None:
-                return None
-            if isinstance(payload, list):  # gr.File takes lists too; one file is all a role takes
-                payload = payload[0] if payload else None
-            video = getattr(payload, "video", None)  # gr.Video wraps its file
-            payload = video or payload
-            return payload.path, payload.orig_name or payload.path.rsplit("/", 1)[-1]
+    def preprocess(payload):
+        if payload is None:
+            return None
+        if isinstance(payload, list):  # gr.File takes lists too; one file is all a role takes
+            payload = payload[0] if payload else None
+        payload = getattr(payload, "video", None) or payload  # gr.Video wraps its file
+        return payload.path, payload.orig_name or payload.path.rsplit("/", 1)[-1]
 
-        def move_resource_to_block_cache(self, url_or_file_path):
-            _refuse_url(url_or_file_path)
-            return super().move_resource_to_block_cache(url_or_file_path)
+    def move(url_or_file_path):
+        _refuse_url(url_or_file_path)
+        return plain_move(url_or_file_path)
 
-        async def async_move_resource_to_block_cache(self, url_or_file_path):
-            _refuse_url(url_or_file_path)
-            return await super().async_move_resource_to_block_cache(url_or_file_path)
+    async def async_move(url_or_file_path):
+        _refuse_url(url_or_file_path)
+        return await plain_async_move(url_or_file_path)
 
-    Unread.__name__ = base.__name__  # the page's component of that name draws it
-    return Unread
+    component.preprocess, component.move_resource_to_block_cache = preprocess, move
+    component.async_move_resource_to_block_cache = async_move
+    return component
 
 
 def _refuse_url(url_or_file_path) -> None:
@@ -238,15 +239,15 @@ class Page:
         return page
 
     def video_tab(self, gr) -> None:
-        photo, voice, motion, upload = unread(gr.Image), unread(gr.Audio), unread(gr.Video), unread(gr.File)
         with gr.Row():
             with gr.Column():
-                face = photo(sources=["upload", "webcam"], type="filepath", label="Photo", elem_id="face")
-                audio = voice(sources=["upload", "microphone"], type="filepath", label="Voice", elem_id="voice")
+                face = unread(gr.Image(sources=["upload", "webcam"], type="filepath", label="Photo", elem_id="face"))
+                audio = unread(gr.Audio(sources=["upload", "microphone"], type="filepath", label="Voice", elem_id="voice"))
                 pose_choice = gr.Radio(list(POSE_CHOICES), value="demo", label="Head motion",
                                        info="the demo clip, a video (uploaded or from the webcam) or none "
                                             "(the photo's own pose)", elem_id="pose_choice")
-                pose_video = motion(sources=["upload"], label="Head-motion video", visible=False, elem_id="pose_video")
+                pose_video = unread(gr.Video(sources=["upload"], label="Head-motion video", visible=False,
+                                             elem_id="pose_video"))
                 score = gr.Checkbox(False, label="lip-sync score", elem_id="score",
                                     info="score the result with SyncNet (its weights: pcavs download syncnet)")
                 with gr.Accordion("Options", open=False):
@@ -270,7 +271,7 @@ class Page:
         making.then(lambda: (gr.update(value="Make the video", interactive=True), gr.update(visible=False)),
                     None, [go, stop], api_visibility="private", queue=False)
         stop.click(self.stop, job_id, [go, stop], cancels=[making], api_visibility="private", queue=False)
-        api_files = [upload(visible=False) for _ in ("face", "audio", "pose")]
+        api_files = [unread(gr.File(visible=False)) for _ in ("face", "audio", "pose")]
         gr.Button(visible=False).click(_keywords(self.generate, gr), api_files, gr.File(visible=False),
                                        inputs_kwargs=options, api_name="generate", concurrency_limit=None)
 
@@ -279,8 +280,8 @@ class Page:
                     "frames slower than real time, frames are dropped to stay in sync with the voice.")
         with gr.Row():
             with gr.Column():
-                photo = unread(gr.Image)(str(DEMO_FACE), sources=["upload", "webcam"], type="filepath", label="Face",
-                                         elem_id="live_photo")
+                photo = unread(gr.Image(str(DEMO_FACE), sources=["upload", "webcam"], type="filepath", label="Face",
+                                        elem_id="live_photo"))
                 ready = gr.Markdown("The demo face is used until you choose another.", elem_id="avatar_status")
                 token = gr.Textbox(visible=False, elem_id="live_avatar")
             with gr.Column():
