@@ -17,6 +17,7 @@ import numpy as np
 from .align import AlignedFace, align_frames, align_image, prepare_face
 from .detect import get_detector
 from ..core.errors import InputError
+from ..core.facts import CROP_SIZE
 from ..media.images import read_image
 from ..media.video import iter_frames
 

@@ -233,7 +233,8 @@ class FrameStream:
 
     lookahead = LOOKAHEAD
 
-    def __init__(self, feed: AudioFeed, batches: Generator[Batch, None, None], progress: Progress, keep_faces: bool = False):
+    def __init__(self, feed: AudioFeed, batches: Generator[Batch, None, None], progress: Progress,
+                 keep_faces: bool = False):
         """`batches`: the job's frames in batches, made as `feed` has their audio; `progress`: the job's stage."""
         self.feed = feed
         self._faces: list[np.ndarray] | None = [] if keep_faces else None
