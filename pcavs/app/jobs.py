@@ -67,6 +67,11 @@ class Devices:
     def slots(self) -> list[Slot]:
         return list(self._slots)
 
+    def warm(self, work: Callable[[Any], None]) -> None:
+        """Run `work(pipeline)` first on every slot's thread (in the background: a job that comes sooner waits for it)."""
+        for slot in self._slots:
+            slot.thread.submit(work, slot.pipeline)
+
     def close(self) -> None:
         for slot in self._slots:
             slot.thread.shutdown(wait=False)

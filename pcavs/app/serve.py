@@ -101,6 +101,22 @@ class LivePipelines:
             return self._made[id(pipeline)]
 
 
+def warm_up(pipeline, live: LivePipelines) -> None:
+    """A few frames of the demo face, in the page's mode and in Live's: the first request then finds the networks'
+    kernels chosen and their memory laid out (on a CPU the first job is otherwise about twice as slow)."""
+    import numpy as np
+
+    from ..core.facts import SAMPLE_RATE
+
+    silence = [np.zeros(SAMPLE_RATE // 5, np.float32)]
+    try:
+        for runner, mode in ((pipeline, "full"), (live(pipeline), "crop")):
+            for _ in runner.stream(str(DEMO_FACE), iter(silence), mode=mode, progress=False):
+                pass
+    except Exception:  # noqa: BLE001 - a warm-up that fails costs the first request its speed, nothing more
+        log.warning("warm-up failed", exc_info=True)
+
+
 @dataclass
 class Served:
     """A running server: its address, and `close()` to stop it and delete its folders."""
@@ -179,14 +195,16 @@ def serve(
                       f"{port} can use the app; set $PCAVS_AUTH=USER:PASSWORD, or serve on 127.0.0.1", stacklevel=2)
     limits = Limits(max_seconds=max_seconds, job_timeout=job_timeout, per_client=per_client, allow_enhance=allow_enhance)
     max_upload = gr.utils._parse_file_size(max_file_size)
+    live_pipelines = LivePipelines(live_dtype)
     if backend is None:
         from ..generation.pipeline import Pipeline
         from ..models.download import ensure_weights
 
         weights = ensure_weights(checkpoints)
         backend = Devices([Pipeline.from_pretrained(weights, device=str(d)) for d in serving_devices(device)], concurrency)
+        backend.warm(lambda pipeline: warm_up(pipeline, live_pipelines))
     servers = [ice_server(url) for url in ice_servers or []]
-    server = Server(backend, limits, queue, servers, LivePipelines(live_dtype))
+    server = Server(backend, limits, queue, servers, live_pipelines)
     try:
         app, page = build_app(server, Auth(pairs), max_upload, warning, servers)
         served = _start(app, page, server, host, port)
