@@ -232,6 +232,9 @@ class Sessions:
         @peer.on("track")
         def on_track(track) -> None:
             if track.kind == "audio":
+                for transceiver in peer.getTransceivers():
+                    if transceiver.receiver.track is track:
+                        _prompt(transceiver.receiver)
                 asyncio.ensure_future(self._listen(session, track))
 
         @peer.on("connectionstatechange")
@@ -282,6 +285,15 @@ class Sessions:
     async def close(self) -> None:
         for session_id in list(self._sessions):
             await self.stop(session_id)
+
+
+def _prompt(receiver) -> None:
+    """aiortc holds four audio packets (80 ms) before it decodes one; Live wants the voice as it comes, so the
+    receiver's buffer is made to give each packet once the next has come."""
+    from aiortc.jitterbuffer import JitterBuffer
+
+    if hasattr(receiver, "_RTCRtpReceiver__jitter_buffer"):
+        receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=16, prefetch=1)
 
 
 def _face_track_class():

@@ -142,16 +142,15 @@ def test_a_bad_photo_gets_pcavs_own_line_with_the_users_file_name(page, tmp_path
 
 
 def test_live_over_webrtc_with_the_stand_in_generator(browser, synth_weights, monkeypatch):
-    """25 frames a second, as a GPU makes them: a generator that takes 5 ms a frame."""
+    """25 frames a second, as a GPU makes them: networks that take 5 ms a frame (see `timed_stand_in`)."""
     from support.generators import timed_stand_in
 
     timed_stand_in(monkeypatch, 0.005)
     with launched(synth_weights, live_dtype="float32") as served:
         figures = live(browser, served, "live-stand-in", seconds=10)
-    # every frame made is shown, and sound reaches the screen within a batch's work, the lookahead and 150 ms
-    assert figures["made"] >= 100, figures
-    assert figures["shown_fps"] >= 0.9 * figures["made_fps"], figures
-    assert figures["latencies"] and figures["median"] <= 0.25, figures
+    assert figures["shown_fps"] >= 22.5 and figures["made_fps"] >= 22.5, figures  # 25 fps, within 10 %
+    assert figures["dropped"] <= 0.01 * (figures["made"] + figures["dropped"]), figures
+    assert len(figures["latencies"]) >= 10 and figures["p95"] <= 0.25, figures
 
 
 def test_live_over_webrtc_on_this_cpu(browser, server):
