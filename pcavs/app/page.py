@@ -148,14 +148,21 @@ class Page:
             self.server.videos.delete(job.id)
         return gr.update(value="Make the video", interactive=True), gr.update(visible=False)
 
-    def generate(self, face, audio, pose=None, request=None, **options) -> str:
+    def generate(self, face, audio, pose=None, request=None, progress=None, **options) -> str:
         """Make a talking-face video: the photo `face`, the speech `audio`, an optional head-motion video `pose`,
-        and any option of pcavs.Options by name (mode, noise, seed, pose_loop, enhance, ...). Returns the mp4."""
+        and any option of pcavs.Options by name (mode, noise, seed, pose_loop, enhance, ...). Returns the mp4.
+        While it waits, `status().progress_data[0].desc` says how many requests are ahead of it."""
         try:
             job = self.server.submit(client_of(request), self.owned(face, "face", request),
                                      self.owned(audio, "audio", request), self.owned(pose, "pose", request), options)
             while not job.wait(WAIT):
-                pass
+                position = self.server.videos.position(job)
+                if position is not None:
+                    progress(0, desc=f"waiting for the device: {position} ahead")
+                elif job.total:
+                    progress((job.frames, job.total), desc="making frames", unit="frames")
+                else:
+                    progress(0, desc=job.stage)
             if job.status != "done":
                 raise InputError(job.error or job.status)
             return str(job.video)
@@ -309,11 +316,13 @@ def head(ice_servers: list[dict]) -> str:
 
 
 def _keywords(function, gr):
-    """`function(..., request, **options)` shown to Gradio with one keyword per form option and its default, so
-    `/generate` takes every option by name and the client may leave any out; `request` is Gradio's request."""
+    """`function(..., request, progress, **options)` shown to Gradio with one keyword per form option and its default,
+    so `/generate` takes every option by name and the client may leave any out; `request` is Gradio's request and
+    `progress` its progress bar."""
     signature = inspect.signature(function)
-    kept = [p.replace(annotation=gr.Request) if p.name == "request" else p
-            for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    special = {"request": lambda p: p.replace(annotation=gr.Request), "progress": lambda p: p.replace(default=gr.Progress())}
+    kept = [special.get(p.name, lambda p: p)(p) for p in signature.parameters.values()
+            if p.kind is not inspect.Parameter.VAR_KEYWORD]
     defaults = {f.name: f.default for f in fields(Options)}
     extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name]) for name in FORM_OPTIONS]
     if inspect.isgeneratorfunction(function):  # Gradio streams the outputs of a generator function only

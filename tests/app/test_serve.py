@@ -130,6 +130,9 @@ def test_the_queue_has_a_maximum_and_tells_clients_their_place(client, server, m
         ids = [job.id for job in list(server.server.videos._jobs.values()) if job.status == "queued"]
         places = sorted(httpx.get(f"{server.url}v1/videos/{i}").json()["position"] for i in ids)
         assert places == [0, 1]
+        wait_for(lambda: all(j.status().progress_data for j in jobs))  # what gradio_client shows of the place
+        told = sorted(j.status().progress_data[0].desc for j in jobs)
+        assert told == ["waiting for the device: 0 ahead", "waiting for the device: 1 ahead"], told
         refused = client.submit(face=handle_file(face), audio=handle_file(voice), api_name="/generate")
         with pytest.raises(AppError, match="the queue is full"):
             refused.result(timeout=60)
