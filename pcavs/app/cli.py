@@ -14,7 +14,7 @@ from ..core import options
 from ..core.errors import InputError, PcavsError, WeightsError
 from ..core.version import __version__
 from ..models.registry import MODELS
-from . import serve as web
+from . import limits as web
 
 PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -264,8 +264,10 @@ def run_serve(args: argparse.Namespace) -> int:
         raise InputError("--auth USER:PASSWORD would show the password in the process list; "
                          "set $PCAVS_AUTH=USER:PASSWORD or give --auth-file FILE")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # `kill` stops the server the way Ctrl-C does: folders removed
-    web.serve(host=args.host, port=args.port, share=args.share, concurrency=args.concurrency, queue=args.queue,
-              max_file_size=args.max_file_size, auth=web.read_logins(args.auth_file), checkpoints=args.checkpoints,
+    from . import serve
+
+    serve.serve(host=args.host, port=args.port, share=args.share, concurrency=args.concurrency, queue=args.queue,
+              max_file_size=args.max_file_size, auth=serve.read_logins(args.auth_file), checkpoints=args.checkpoints,
               device=args.device, max_seconds=args.max_seconds, job_timeout=args.job_timeout, per_client=args.per_client,
               allow_enhance=not args.no_enhance, ice_servers=args.ice_server, no_auth=args.no_auth,
               live_dtype=args.live_dtype)

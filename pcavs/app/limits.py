@@ -1,4 +1,4 @@
-"""What one request to the server may ask for: the length of its media, its options, its time, and how many
+"""The server's defaults, and what one request to it may ask for: the length of its media, its options, its time, and how many
 places in the queue one client holds. Every bound is checked before the work starts and is a one-line error.
 
 The voice is decoded here, once, to a 16 kHz wav in the request's folder, with ffmpeg told to stop just
@@ -11,11 +11,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.facts import SAMPLE_RATE
 from ..core.options import Options
-from ..media.audio import SPEECH_RATE, load_speech
-from ..media.ffmpeg import WHOLE, file_url, run
-from ..media.probe import probe
 
+HOST = "127.0.0.1"
+PORT = 7860
+QUEUE = 16  # requests waiting at most (the whole server's)
+MAX_FILE_SIZE = "100mb"
 MAX_SECONDS = 300.0  # of voice or head motion per request
 JOB_TIMEOUT = 1800.0  # s a job may run
 PER_CLIENT = 2  # places in the queue (waiting or running) one client holds at most
@@ -57,14 +59,17 @@ class Limits:
     def voice(self, path: str | os.PathLike, shown: str, folder: Path) -> Path:
         """The voice as a 16 kHz mono wav in `folder`, refused (one line naming `shown`) when it is longer than
         `max_seconds`: by its header first, then by what decoding finds."""
+        from ..media.audio import load_speech
+        from ..media.ffmpeg import WHOLE, file_url, run
+
         self._length(path, shown, "voice")
         out = folder / "voice.wav"
         args = ["-i", file_url(path), "-map", "0:a:0", "-vn", "-t", f"{self.max_seconds + 0.5:.3f}",
-                "-ac", "1", "-ar", str(SPEECH_RATE), "-c:a", "pcm_s16le", "-y", str(out)]
+                "-ac", "1", "-ar", str(SAMPLE_RATE), "-c:a", "pcm_s16le", "-y", str(out)]
         done = run(args, WHOLE)
         if done.returncode != 0 or not out.is_file():
             raise InputError(f"{shown}: the audio cannot be decoded; is the file complete and a recording?")
-        seconds = len(load_speech(out)) / SPEECH_RATE
+        seconds = len(load_speech(out)) / SAMPLE_RATE
         if seconds > self.max_seconds:
             out.unlink()
             raise InputError(f"{shown}: holds more than {self.max_seconds:g} s of audio (its header said less), "
@@ -76,6 +81,8 @@ class Limits:
         self._length(path, shown, "head-motion video")
 
     def _length(self, path: str | os.PathLike, shown: str, what: str) -> None:
+        from ..media.probe import probe
+
         try:
             info = probe(path)
         except InputError as exc:

@@ -83,6 +83,7 @@ class Page:
     def __init__(self, server: Server, warning: str | None = None):
         self.server = server
         self.warning = warning  # shown at the top of the page (a public link without a login)
+        self._syncnet = None
 
     # ------------------------------------------------------------------ handlers
 
@@ -170,9 +171,10 @@ class Page:
             raise self.errors(exc) from None
 
     def syncnet(self):
+        """SyncNet for the lip-sync score, loaded on first use (downloaded then, where it is missing)."""
         from ..metrics.evaluate import resolve_syncnet
 
-        if not hasattr(self, "_syncnet"):
+        if self._syncnet is None:
             self._syncnet = resolve_syncnet(None, "cpu")
         return self._syncnet
 
@@ -188,7 +190,6 @@ class Page:
 
     def prepare(self, photo, request=None):
         """The Live tab's photo: its token, and its avatar prepared now (once per device)."""
-        gr = gradio()
         try:
             if not photo:
                 return "Choose a photo (upload one or take one with the webcam).", ""
@@ -201,8 +202,6 @@ class Page:
             return f"Avatar of {html.escape(shown)} ready ({time.monotonic() - start:.1f} s): press Record.", token
         except BaseException as exc:
             raise self.errors(exc) from None
-        finally:
-            del gr
 
     # ------------------------------------------------------------------ the page
 

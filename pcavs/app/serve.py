@@ -22,14 +22,10 @@ from ..core.assets import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
 from ..core.errors import InputError
 from .api import Auth, client_of, router
 from .jobs import Devices
-from .limits import JOB_TIMEOUT, MAX_SECONDS, PER_CLIENT, Limits  # noqa: F401 - the CLI reads the defaults here
+from .limits import HOST, JOB_TIMEOUT, MAX_FILE_SIZE, MAX_SECONDS, PER_CLIENT, PORT, QUEUE, Limits
 from .page import CSS, Page, gradio, head
 from .server import Server
 
-HOST = "127.0.0.1"
-PORT = 7860
-QUEUE = 16  # requests waiting at most (the whole server's)
-MAX_FILE_SIZE = "100mb"
 ALL_INTERFACES = ("0.0.0.0", "::", "")
 AUTH_VARIABLE = "PCAVS_AUTH"  # USER:PASSWORD (or several, comma-separated) when --auth-file is not given
 log = logging.getLogger("pcavs.serve")
