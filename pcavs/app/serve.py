@@ -267,7 +267,7 @@ def build_app(server: Server, auth: Auth, max_upload: int, warning: str | None, 
 def _start(app, page, server: Server, host: str, port: int) -> Served:
     import uvicorn
 
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets-sansio", lifespan="on")
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="none", lifespan="on")
     runner = uvicorn.Server(config)
     runner.install_signal_handlers = lambda: None  # the caller's thread keeps its own handlers
     thread = threading.Thread(target=runner.run, name="pcavs-serve", daemon=True)
