@@ -152,6 +152,8 @@ def serve(
     no_auth: bool = False,
     live_dtype: str | None = "auto",
     backend: Any = None,
+    ray: str | None = None,
+    replicas: int | None = None,
 ) -> Served:
     """Start the page, the HTTP API and Live at http://host:port (loopback by default) and return the server;
     `block=True` (the default outside notebooks) serves until Ctrl-C, then removes the server's folders.
@@ -162,7 +164,10 @@ def serve(
     auth: (user, password) pairs (default: $PCAVS_AUTH); share: a public *.gradio.live link too, which needs a
     login unless no_auth; ice_servers: STUN/TURN URLs for Live; live_dtype: Live's precision ("auto":
     bfloat16 on CPUs with bf16 instructions); checkpoints, device: as for Pipeline.from_pretrained;
-    backend: where jobs run (default: this process's devices; see `pcavs serve --ray`).
+    backend: where jobs run (default: this process's devices); ray: run them on Ray Serve replicas instead, on the
+    cluster at this address ("auto": $RAY_ADDRESS or the one started here, else a new one; "local": a new one),
+    `replicas` of them (default: one per GPU, else 1; each CPU replica takes one CPU and one thread); see
+    app/cluster.py.
     """
     gr = gradio()
     pairs = [auth] if isinstance(auth, tuple) else list(auth or read_logins())
@@ -179,6 +184,12 @@ def serve(
                       f"{port} can use the app; set $PCAVS_AUTH=USER:PASSWORD, or serve on 127.0.0.1", stacklevel=2)
     limits = Limits(max_seconds=max_seconds, job_timeout=job_timeout, per_client=per_client, allow_enhance=allow_enhance)
     max_upload = gr.utils._parse_file_size(max_file_size)
+    if backend is None and ray is not None:
+        from .cluster import start as start_ray
+
+        backend = start_ray(ray, replicas, checkpoints, device)
+    elif replicas is not None:
+        raise InputError("replicas: give it with ray (the Ray Serve replicas); this process runs one pipeline per device")
     if backend is None:
         from ..generation.pipeline import Pipeline
         from ..models.download import ensure_weights

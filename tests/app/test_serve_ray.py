@@ -1,0 +1,93 @@
+"""`pcavs serve --ray`: the page and the HTTP API here, the networks in Ray Serve replicas on a Ray started in the test
+(loopback, 2 CPUs, no dashboard): a job's round trip through the HTTP API, the same video as the in-process
+server's, and a replica killed mid-job."""
+from __future__ import annotations
+
+import logging
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.serve", reason='pcavs serve --ray needs Ray Serve: pip install "pcavs[ray]"')
+pytest.importorskip("gradio", reason='the web app needs Gradio: pip install "pcavs[serve]"')
+
+from pcavs.media.video import iter_frames  # noqa: E402
+from support.kits import INPUTS  # noqa: E402
+from support.web import launched, short_speech  # noqa: E402
+
+IDENTITY = INPUTS / "identity" / "000000.png"  # an aligned 224x224 face
+ENDED = ("done", "failed", "cancelled")
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+    try:
+        yield ray
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in each CPU replica
+    yield
+    torch.set_num_threads(threads)
+
+
+def submit(client: httpx.Client, url: str, voice, **options) -> str:
+    with open(IDENTITY, "rb") as face, open(voice, "rb") as audio:
+        answer = client.post(f"{url}v1/videos", files={"face": ("me.png", face, "image/png"),
+                                                        "audio": ("hello.wav", audio, "audio/wav")},
+                             data={"aligned": "true", "mode": "crop", **options})
+    assert answer.status_code == 202, answer.text
+    return answer.json()["id"]
+
+
+def finished(client: httpx.Client, url: str, job: str, timeout: float = 300) -> dict:
+    end = time.monotonic() + timeout
+    while True:
+        status = client.get(f"{url}v1/videos/{job}").json()
+        if status["status"] in ENDED:
+            return status
+        assert time.monotonic() < end, f"job {job} still {status}"
+        time.sleep(0.2)
+
+
+def made(client: httpx.Client, url: str, voice, folder, name: str) -> list[np.ndarray]:
+    """The decoded frames of one job's mp4 (then the job deleted)."""
+    job = submit(client, url, voice)
+    status = finished(client, url, job)
+    assert status["status"] == "done", status
+    mp4 = folder / name
+    mp4.write_bytes(client.get(f"{url}v1/videos/{job}/content").content)
+    assert client.delete(f"{url}v1/videos/{job}").status_code == 204
+    assert client.get(f"{url}v1/videos/{job}").status_code == 404
+    return list(iter_frames(mp4))
+
+
+def test_a_job_through_the_http_api_on_a_replica_is_the_in_process_servers_video(ray_local, synth_weights, tmp_path,
+                                                                                one_thread):
+    voice = short_speech(tmp_path, 0.12)
+    with launched(synth_weights, ray="local", replicas=1) as served, httpx.Client(timeout=60) as client:
+        start = time.monotonic()
+        remote = made(client, served.url, voice, tmp_path, "ray.mp4")
+        print(f"\nray: a 3-frame job in {time.monotonic() - start:.2f} s")
+        offer = client.post(f"{served.url}live/offer", json={"sdp": "v=0\r\nm=audio 9", "type": "offer"})
+        assert offer.status_code == 400 and "Live does not run under pcavs serve --ray" in offer.json()["error"]
+    with launched(synth_weights) as served, httpx.Client(timeout=60) as client:
+        start = time.monotonic()
+        local = made(client, served.url, voice, tmp_path, "local.mp4")
+        print(f"in process: a 3-frame job in {time.monotonic() - start:.2f} s")
+    assert len(remote) == len(local) == 3
+    for ours, theirs in zip(remote, local):
+        assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
