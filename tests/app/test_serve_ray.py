@@ -91,3 +91,47 @@ def test_a_job_through_the_http_api_on_a_replica_is_the_in_process_servers_video
     assert len(remote) == len(local) == 3
     for ours, theirs in zip(remote, local):
         assert ours.dtype == theirs.dtype and np.array_equal(ours, theirs)
+
+
+def replicas(ray) -> list[str]:
+    """The names of the Generator's live replica actors."""
+    return sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["namespace"] == "serve" and a["name"].startswith("SERVE_REPLICA::pcavs#Generator#"))
+
+
+def test_a_replica_killed_mid_job_costs_at_most_that_job_and_is_replaced(ray_local, synth_weights, tmp_path):
+    from ray import serve
+
+    voice = short_speech(tmp_path, 0.24)  # 6 frames
+    clients = [httpx.Client(timeout=60, transport=httpx.HTTPTransport(local_address=f"127.0.0.{n}")) for n in range(2, 8)]
+    with launched(synth_weights, ray="local", replicas=2) as served:
+        url = served.url
+        jobs = [(client, submit(client, url, voice)) for client in clients]
+        end = time.monotonic() + 300
+        while not any(client.get(f"{url}v1/videos/{job}").json()["frames"] for client, job in jobs):
+            assert time.monotonic() < end, "no job made a frame"
+            time.sleep(0.1)
+        running = [s for s in (client.get(f"{url}v1/videos/{job}").json() for client, job in jobs) if s["status"] == "running"]
+        assert len(running) == 2, running
+        victim = replicas(ray_local)[0]
+        ray_local.kill(ray_local.get_actor(victim, namespace="serve"), no_restart=True)
+        ends = [finished(client, url, job) for client, job in jobs]
+        print("\n" + "\n".join(f"{s['status']}: {s['frames']}/{s['total']} {s['error'] or ''}" for s in ends))
+        assert all(s["status"] in ("done", "failed") for s in ends), ends
+        failed = [s for s in ends if s["status"] == "failed"]
+        assert len(failed) <= 1, failed
+        assert all(s["error"] and "\n" not in s["error"] and len(s["error"]) <= 300 for s in failed), failed
+        for (client, job), status in zip(jobs, ends):
+            if status["status"] == "done":
+                mp4 = tmp_path / f"{job}.mp4"
+                mp4.write_bytes(client.get(f"{url}v1/videos/{job}/content").content)
+                assert sum(1 for _ in iter_frames(mp4)) == 6
+        # Ray Serve replaced the replica; a job submitted now finishes
+        end = time.monotonic() + 120
+        while not (len(replicas(ray_local)) == 2 and victim not in replicas(ray_local)):
+            assert time.monotonic() < end, replicas(ray_local)
+            time.sleep(0.5)
+        assert finished(clients[0], url, submit(clients[0], url, voice))["status"] == "done"
+        assert serve.status().applications["pcavs"].deployments["Generator"].status == "HEALTHY"
+    for client in clients:
+        client.close()
