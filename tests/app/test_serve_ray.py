@@ -135,3 +135,25 @@ def test_a_replica_killed_mid_job_costs_at_most_that_job_and_is_replaced(ray_loc
         assert serve.status().applications["pcavs"].deployments["Generator"].status == "HEALTHY"
     for client in clients:
         client.close()
+
+
+def test_serve_run_pcavs_serving_serves_the_page_and_the_api(ray_local, synth_weights, tmp_path):
+    """What `serve run pcavs.serving:build checkpoints=...` starts, through Serve's own HTTP proxy on loopback."""
+    from ray import serve
+
+    from pcavs.serving import build
+    from support.web import free_port
+
+    port = free_port()
+    serve.shutdown()  # the earlier tests' Serve has no HTTP proxy
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.run(build({"checkpoints": str(synth_weights), "replicas": "1"}), name="web", route_prefix="/")
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        with httpx.Client(timeout=60) as client:
+            page = client.get(url)
+            assert page.status_code == 200 and "pcavs" in page.text
+            assert made(client, url, short_speech(tmp_path, 0.12), tmp_path, "served.mp4")[0].shape == (224, 224, 3)
+    finally:
+        serve.delete("web")
+        serve.shutdown()
