@@ -15,7 +15,7 @@ pytest.importorskip("gradio", reason='the web app needs Gradio: pip install "pca
 
 from pcavs.media.video import iter_frames  # noqa: E402
 from support.kits import INPUTS  # noqa: E402
-from support.web import launched, short_speech  # noqa: E402
+from support.web import grey_photo, launched, short_speech  # noqa: E402
 
 IDENTITY = INPUTS / "identity" / "000000.png"  # an aligned 224x224 face
 ENDED = ("done", "failed", "cancelled")
@@ -82,6 +82,12 @@ def test_a_job_through_the_http_api_on_a_replica_is_the_in_process_servers_video
         start = time.monotonic()
         remote = made(client, served.url, voice, tmp_path, "ray.mp4")
         print(f"\nray: a 3-frame job in {time.monotonic() - start:.2f} s")
+        with open(grey_photo(tmp_path), "rb") as wall, open(voice, "rb") as audio:  # the replica's error, one line
+            job = client.post(f"{served.url}v1/videos", files={"face": ("wall.png", wall), "audio": ("hello.wav", audio)},
+                              data={"mode": "crop"}).json()["id"]
+        status = finished(client, served.url, job)
+        assert status["status"] == "failed" and "wall.png" in status["error"] and "no face found" in status["error"], status
+        assert "\n" not in status["error"] and "/tmp" not in status["error"] and "Ray" not in status["error"], status
         offer = client.post(f"{served.url}live/offer", json={"sdp": "v=0\r\nm=audio 9", "type": "offer"})
         assert offer.status_code == 400 and "Live does not run under pcavs serve --ray" in offer.json()["error"]
     with launched(synth_weights) as served, httpx.Client(timeout=60) as client:
