@@ -13,13 +13,13 @@ replica, then fails with a one-line reason. Live does not run under Ray: see `LI
 """
 from __future__ import annotations
 
+import asyncio
 import os
-import queue
 import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, AsyncIterator, Callable, Iterator
 
 from ..batches.cluster import actor_reason, connect, import_ray, worker_model
 from ..core.errors import InputError, PcavsError, one_line
@@ -56,62 +56,59 @@ class Generator:
             torch.set_num_threads(threads)
         self.pipeline = Pipeline.from_pretrained(**model)
 
-    def make(self, files: dict[str, tuple[str, bytes]], options: Any, folder: str) -> Iterator[tuple]:
+    async def make(self, files: dict[str, tuple[str, bytes]], options: Any, folder: str) -> AsyncIterator[tuple]:
         """The job of `files` (role -> (file name, bytes): face, voice and pose) with `options`: make_video's events,
-        the mp4 as ("video", bytes). Errors name the files as in the frontend's `folder`."""
-        with tempfile.TemporaryDirectory(prefix="pcavs-replica-") as work:
-            here = Path(work)
-            paths = {}
-            for role, (name, data) in files.items():
-                paths[role] = here / Path(name).name
-                paths[role].write_bytes(data)
-            inputs = Inputs(paths["face"], paths["voice"], paths.get("pose"), {})
-            try:
-                for event in with_stages(lambda stage: make_video(self.pipeline, inputs, options, here, stage)):
-                    yield ("video", Path(event[1]).read_bytes()) if event[0] == "video" else event
-            except PcavsError as exc:
-                raise type(exc)(str(exc).replace(work, folder)) from None
-
-
-def with_stages(work: Callable[[Callable[[str], None]], Iterator[tuple]]) -> Iterator[tuple]:
-    """The events of `work(stage)`, made on a thread of their own, with each new `stage(text)` among them as
-    ("stage", text): a replica has no other way to say what a job does before its first frame."""
-    items: queue.SimpleQueue = queue.SimpleQueue()
-    stop = threading.Event()
-    said = [None]
-
-    def stage(text: str) -> None:
-        if text != said[0]:
-            said[0] = text
-            items.put((True, ("stage", text)))
-
-    def produce() -> None:
+        with each new stage among them, and the mp4 as ("video", bytes). Errors name the files as in the frontend's
+        `folder`. The job runs on a thread of its own; cancelling the request stops it at its next frame."""
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+        thread = threading.Thread(target=self._produce, name="pcavs-replica-job", daemon=True,
+                                  args=(files, options, folder, lambda item: loop.call_soon_threadsafe(items.put_nowait, item), stop))
+        thread.start()
         try:
-            source = work(stage)
-            try:
-                for item in source:
-                    items.put((True, item))
-                    if stop.is_set():
-                        break
-            finally:
-                source.close()
-            items.put((False, None))
-        except BaseException as exc:  # noqa: BLE001 - raised to the consumer
-            items.put((False, exc))
+            while True:
+                more, value = await items.get()
+                if not more:
+                    if value is not None:
+                        raise value
+                    return
+                yield value
+        finally:
+            stop.set()
+            await loop.run_in_executor(None, thread.join)  # one job at a time: this one ends before the next starts
 
-    thread = threading.Thread(target=produce, name="pcavs-replica-job", daemon=True)
-    thread.start()
-    try:
-        while True:
-            more, value = items.get()
-            if not more:
-                if value is not None:
-                    raise value
-                return
-            yield value
-    finally:
-        stop.set()
-        thread.join()
+    def _produce(self, files: dict, options: Any, folder: str, put: Callable[[tuple], None], stop: threading.Event) -> None:
+        """The job, in a temporary folder of this replica's (deleted after); each event `put` as (True, event),
+        then (False, None), or (False, the error)."""
+        said = [None]
+
+        def stage(text: str) -> None:
+            if text != said[0]:
+                said[0] = text
+                put((True, ("stage", text)))
+
+        try:
+            with tempfile.TemporaryDirectory(prefix="pcavs-replica-") as work:
+                here = Path(work)
+                paths = {}
+                for role, (name, data) in files.items():
+                    paths[role] = here / Path(name).name
+                    paths[role].write_bytes(data)
+                inputs = Inputs(paths["face"], paths["voice"], paths.get("pose"), {})
+                events = make_video(self.pipeline, inputs, options, here, stage)
+                try:
+                    for event in events:
+                        put((True, ("video", Path(event[1]).read_bytes()) if event[0] == "video" else event))
+                        if stop.is_set():
+                            break
+                except PcavsError as exc:
+                    raise type(exc)(str(exc).replace(work, folder)) from None
+                finally:
+                    events.close()
+            put((False, None))
+        except BaseException as exc:  # noqa: BLE001 - raised to the request
+            put((False, exc))
 
 
 class RayBackend:

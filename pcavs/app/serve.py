@@ -189,7 +189,8 @@ def serve(
 
         backend = start_ray(ray, replicas, checkpoints, device)
     elif replicas is not None:
-        raise InputError("replicas: give it with ray (the Ray Serve replicas); this process runs one pipeline per device")
+        raise InputError("replicas (--replicas): only with ray (--ray), for its Ray Serve replicas; without Ray this process "
+                         "runs one pipeline per device")
     if backend is None:
         from ..generation.pipeline import Pipeline
         from ..models.download import ensure_weights
