@@ -30,6 +30,7 @@ EXAMPLES = """examples:
   pcavs eval me.mp4 --plot sync.png             # lip-sync scores (needs `pcavs download syncnet` once)
   pcavs convert --out pcavs_fp16.safetensors --dtype float16
   pcavs serve                                  # the web app on http://127.0.0.1:7860 (pip install "pcavs[serve]")
+  pcavs serve --ray --replicas 4               # the same app, its videos made by Ray Serve replicas
 """
 
 
@@ -130,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Live's precision (default: auto, bfloat16 on CPUs with bf16 instructions)")
     serve.add_argument("--checkpoints", help="weights folder or slim .safetensors (default: as for generate)")
     serve.add_argument("--device", default="auto", help="auto (every GPU, else the CPU), cpu, cuda, cuda:1 or mps")
+    serve.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                       help="make the videos on Ray Serve replicas (the page and the API stay here): the cluster at "
+                            "$RAY_ADDRESS or a new local one, or the one at ADDRESS; Live is off (pip install \"pcavs[ray]\")")
+    serve.add_argument("--replicas", type=int, metavar="N",
+                       help="with --ray: replicas of the networks (default: one per GPU, else 1; one CPU and one thread each)")
 
     convert = commands.add_parser("convert", help="write one slim .safetensors with only the tensors inference reads")
     convert.add_argument("--checkpoints", help="weights folder (default: as for generate)")
@@ -270,7 +276,7 @@ def run_serve(args: argparse.Namespace) -> int:
               max_file_size=args.max_file_size, auth=serve.read_logins(args.auth_file), checkpoints=args.checkpoints,
               device=args.device, max_seconds=args.max_seconds, job_timeout=args.job_timeout, per_client=args.per_client,
               allow_enhance=not args.no_enhance, ice_servers=args.ice_server, no_auth=args.no_auth,
-              live_dtype=args.live_dtype)
+              live_dtype=args.live_dtype, ray=args.ray, replicas=args.replicas)
     return 0
 
 

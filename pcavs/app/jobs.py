@@ -38,10 +38,20 @@ class Slot:
     thread: ThreadPoolExecutor
 
 
+# (pipeline, inputs, options, folder, stage) -> the events of a video job, on the slot's thread
+Work = Callable[[Any, "Inputs", Any, Path, Callable[[str], None]], Iterator[tuple]]
+
+
 class Backend(Protocol):
-    """Where jobs run: this process's pipelines, or replicas behind Ray Serve."""
+    """Where jobs run: this process's pipelines, or replicas behind Ray Serve (app/cluster.py).
+
+    `work` makes a video job on a slot (a `Work`; None: `make_video` on the slot's pipeline, in this process);
+    `live` is why Live cannot run on these slots, None where it can.
+    """
 
     device_type: str
+    work: Work | None
+    live: str | None
 
     def slots(self) -> list[Slot]: ...
 
@@ -55,6 +65,9 @@ class Devices:
     its jobs freed for its next job (see core/devices.py), so memory grows with this fixed number of
     threads, not with the number of requests served.
     """
+
+    work = None  # make_video, here
+    live = None
 
     def __init__(self, pipelines: list, concurrency: int):
         if concurrency < 1:
@@ -288,9 +301,6 @@ class Video:
         progress = self.frames / self.total if self.total else (1.0 if self.status == "done" else 0.0)
         return {"id": self.id, "status": self.status, "stage": self.stage, "progress": round(progress, 4),
                 "frames": self.frames, "total": self.total, "error": self.error, "position": position}
-
-
-Work = Callable[[Any, Inputs, Any, Path, Callable[[str], None]], Iterator[tuple]]
 
 
 class Videos:

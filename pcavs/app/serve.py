@@ -164,6 +164,8 @@ def serve(
     no_auth: bool = False,
     live_dtype: str | None = "auto",
     backend: Any = None,
+    ray: str | None = None,
+    replicas: int | None = None,
 ) -> Served:
     """Start the page, the HTTP API and Live at http://host:port (loopback by default) and return the server;
     `block=True` (the default outside notebooks) serves until Ctrl-C, then removes the server's folders.
@@ -174,7 +176,10 @@ def serve(
     auth: (user, password) pairs (default: $PCAVS_AUTH); share: a public *.gradio.live link too, which needs a
     login unless no_auth; ice_servers: STUN/TURN URLs for Live; live_dtype: Live's precision ("auto":
     bfloat16 on CPUs with bf16 instructions); checkpoints, device: as for Pipeline.from_pretrained;
-    backend: where jobs run (default: this process's devices; see `pcavs serve --ray`).
+    backend: where jobs run (default: this process's devices); ray: run them on Ray Serve replicas instead, on the
+    cluster at this address ("auto": $RAY_ADDRESS or the one started here, else a new one; "local": a new one),
+    `replicas` of them (default: one per GPU, else 1; each CPU replica takes one CPU and one thread); see
+    app/cluster.py.
     """
     gr = gradio()
     pairs = [auth] if isinstance(auth, tuple) else list(auth or read_logins())
@@ -192,6 +197,13 @@ def serve(
     limits = Limits(max_seconds=max_seconds, job_timeout=job_timeout, per_client=per_client, allow_enhance=allow_enhance)
     max_upload = gr.utils._parse_file_size(max_file_size)
     live_pipelines = LivePipelines(live_dtype)
+    if backend is None and ray is not None:
+        from .cluster import start as start_ray
+
+        backend = start_ray(ray, replicas, checkpoints, device)
+    elif replicas is not None:
+        raise InputError("replicas (--replicas): only with ray (--ray), for its Ray Serve replicas; without Ray this process "
+                         "runs one pipeline per device")
     if backend is None:
         from ..generation.pipeline import Pipeline
         from ..models.download import ensure_weights

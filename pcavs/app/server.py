@@ -101,7 +101,7 @@ class Server:
         self.limits = limits
         self.workspace = Workspace()
         self.queue = Queue(backend, queue_size, limits.per_client)
-        self.videos = Videos(self.queue, limits, self.workspace.requests, make_video)
+        self.videos = Videos(self.queue, limits, self.workspace.requests, backend.work or make_video)
         self.sessions = Sessions(self.queue, limits, ice_servers)
         self.avatars = Avatars()
         self.uploads = Uploads()
@@ -124,7 +124,9 @@ class Server:
         return job
 
     def live_avatar(self, token: str | None, default: str):
-        """pipeline -> (the pipeline Live runs, the avatar of the chosen photo on it)."""
+        """pipeline -> (the pipeline Live runs, the avatar of the chosen photo on it); InputError where Live cannot run."""
+        if self.backend.live is not None:
+            raise InputError(self.backend.live)
         photo = self.avatars.photo(token, default)
 
         def of(pipeline):

@@ -170,7 +170,7 @@ class Dispatcher:
         except self.ray.exceptions.RayError as exc:  # died while loading (out of memory, node lost)
             self.load_deaths += 1
             if self.load_deaths > self.size * (MAX_RETRIES + 1):
-                raise PcavsError(f"ray: workers keep dying while loading the model ({_reason(exc)}); "
+                raise PcavsError(f"ray: workers keep dying while loading the model ({actor_reason(exc)}); "
                                  "check the workers' memory and logs") from None
             self._kill(worker)
             self._spawn()
@@ -210,7 +210,7 @@ class Dispatcher:
             self.attempts[job.row] = tries
             if tries > MAX_RETRIES:
                 self.done(RowResult(job.row, str(job.out), "failed",
-                                    one_line(f"its worker died {tries} times while running it ({_reason(exc)})", ERROR_CHARS)))
+                                    one_line(f"its worker died {tries} times while running it ({actor_reason(exc)})", ERROR_CHARS)))
             else:
                 queue.appendleft(job)  # next, on another worker
             self._spawn()
@@ -233,7 +233,7 @@ class Dispatcher:
         self.idle, self.loading, self.running, self.deadlines = [], {}, {}, {}
 
 
-def _reason(exc: BaseException) -> str:
+def actor_reason(exc: BaseException) -> str:
     """The telling line of a Ray error ("...killed by `ray.kill`", "...node died")."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     for line in reversed(lines):
