@@ -107,8 +107,10 @@ def router(server: Server, auth: Auth, max_upload: int):
                 out.write(block)
         return str(path), shown
 
+    # pose is typed UploadFile, not `UploadFile | None`: the latter is described as "a file or null", which a
+    # multipart form cannot send (a generated "null" text part was answered 422); not sent, it is None all the same
     async def create(request: Request, face: UploadFile = File(...), audio: UploadFile = File(...),
-                     pose: UploadFile | None = File(None), **options: str | None):
+                     pose: UploadFile = File(None), **options: str | None):
         """Make a talking-face video: 202 with the job's id; poll `GET /v1/videos/{id}`."""
         import tempfile
 
