@@ -68,6 +68,23 @@ def said(description: str, field: str = "error") -> dict:
         "type": "object", "properties": {field: {"type": "string"}}, "required": [field]}}}}
 
 
+async def malformed(request: Any, exc: Any):
+    """A request to the API whose form or query FastAPI could not read (a missing file, a number that is not one):
+    400 with the one-line {"error"} of every other refusal, not FastAPI's list of 422 details."""
+    from fastapi.exception_handlers import request_validation_exception_handler
+    from fastapi.responses import JSONResponse
+
+    if not request.url.path.startswith(("/v1/", "/live/")):
+        return await request_validation_exception_handler(request, exc)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ())[1:]) or "request"
+        problems.append(f"{where}: {error.get('msg', 'invalid').lower()}")
+    text = one_line("; ".join(problems) or "the request cannot be read")
+    return JSONResponse({"error": f"{text} (send face, audio, an optional pose and options as a multipart form)"},
+                        status_code=400)
+
+
 NO_VIDEO = said("no such video (cancelled, deleted, expired, or never made)", "detail")
 
 

@@ -88,3 +88,14 @@ def test_a_real_upload_is_accepted_as_described(served, tmp_path):
     wait_for(lambda: httpx.get(f"{served.url}v1/videos/{job}").json()["status"] not in ("queued", "running"), 120)
     assert httpx.get(f"{served.url}v1/videos/{job}").json()["status"] == "done"
     assert httpx.delete(f"{served.url}v1/videos/{job}").status_code == 204
+
+
+def test_a_form_without_its_files_is_refused_in_one_line(served, tmp_path):
+    """A form FastAPI cannot read (no face, a start that is no number) gets the API's own 400 {"error"}."""
+    with open(short_speech(tmp_path, 0.12), "rb") as audio:
+        answer = httpx.post(f"{served.url}v1/videos", files={"audio": ("voice.wav", audio)}, data={"mode": "crop"})
+    assert answer.status_code == 400 and "face" in answer.json()["error"], answer.text
+    assert "\n" not in answer.json()["error"]
+    print(f"\nno face: {answer.json()['error']!r}")
+    answer = httpx.get(f"{served.url}v1/videos/nothing/frames", params={"start": "first"})
+    assert answer.status_code == 400 and "start" in answer.json()["error"], answer.text
