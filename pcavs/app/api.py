@@ -62,6 +62,32 @@ class Auth:
         return self.cookie_user(request) is not None
 
 
+def said(description: str, field: str = "error") -> dict:
+    """An answer of the API's description: JSON with one line under `field` ("detail" where FastAPI words it)."""
+    return {"description": description, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {field: {"type": "string"}}, "required": [field]}}}}
+
+
+async def malformed(request: Any, exc: Any):
+    """A request to the API whose form or query FastAPI could not read (a missing file, a number that is not one):
+    400 with the one-line {"error"} of every other refusal, not FastAPI's list of 422 details."""
+    from fastapi.exception_handlers import request_validation_exception_handler
+    from fastapi.responses import JSONResponse
+
+    if not request.url.path.startswith(("/v1/", "/live/")):
+        return await request_validation_exception_handler(request, exc)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ())[1:]) or "request"
+        problems.append(f"{where}: {error.get('msg', 'invalid').lower()}")
+    text = one_line("; ".join(problems) or "the request cannot be read")
+    return JSONResponse({"error": f"{text} (send face, audio, an optional pose and options as a multipart form)"},
+                        status_code=400)
+
+
+NO_VIDEO = said("no such video (cancelled, deleted, expired, or never made)", "detail")
+
+
 def router(server: Server, auth: Auth, max_upload: int):
     """The API's routes, for `app.include_router`."""
     from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
@@ -72,7 +98,7 @@ def router(server: Server, auth: Auth, max_upload: int):
             raise HTTPException(401, "log in first (HTTP Basic, or the page's login)",
                                 headers={"WWW-Authenticate": 'Basic realm="pcavs"'})
 
-    api = APIRouter(dependencies=[Depends(login)])
+    api = APIRouter(dependencies=[Depends(login)], responses={401: said("no login (with --auth)", "detail")})
 
     def refused(exc: PcavsError, status: int = 400) -> JSONResponse:
         return JSONResponse({"error": one_line(exc)}, status_code=status)
@@ -98,8 +124,10 @@ def router(server: Server, auth: Auth, max_upload: int):
                 out.write(block)
         return str(path), shown
 
+    # pose is typed UploadFile, not `UploadFile | None`: the latter is described as "a file or null", which a
+    # multipart form cannot send (a generated "null" text part was answered 422); not sent, it is None all the same
     async def create(request: Request, face: UploadFile = File(...), audio: UploadFile = File(...),
-                     pose: UploadFile | None = File(None), **options: str | None):
+                     pose: UploadFile = File(None), **options: str | None):
         """Make a talking-face video: 202 with the job's id; poll `GET /v1/videos/{id}`."""
         import tempfile
 
@@ -121,14 +149,20 @@ def router(server: Server, auth: Auth, max_upload: int):
     kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     create.__signature__ = signature.replace(parameters=kept + extra)
     del defaults
-    api.post("/v1/videos", status_code=202, summary="Make a video")(create)
+    api.post("/v1/videos", status_code=202, summary="Make a video", responses={
+        202: {"description": "queued: poll GET /v1/videos/{id}", "content": {"application/json": {"schema": {
+            "type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}},
+            "required": ["id", "status"]}}}},
+        400: said("the request cannot be made (the error names the file or option)"),
+        411: said("no Content-Length"), 413: said("an upload over the server's limit")})(create)
 
-    @api.get("/v1/videos/{job_id}", summary="A video's status")
+    @api.get("/v1/videos/{job_id}", summary="A video's status", responses={404: NO_VIDEO})
     def status(job_id: str) -> dict:
         job = job_of(job_id)
         return job.summary(server.videos.position(job))
 
-    @api.get("/v1/videos/{job_id}/content", summary="The mp4, once done", response_class=FileResponse)
+    @api.get("/v1/videos/{job_id}/content", summary="The mp4, once done", response_class=FileResponse,
+             responses={200: {"content": {"video/mp4": {}}}, 404: NO_VIDEO, 409: said("not done")})
     def content(job_id: str):
         job = job_of(job_id)
         if job.status != "done" or job.video is None or not job.video.is_file():
@@ -136,14 +170,18 @@ def router(server: Server, auth: Auth, max_upload: int):
         return FileResponse(job.video, media_type="video/mp4", filename="talking_face.mp4")
 
     @api.get("/v1/videos/{job_id}/voice", summary="The voice as the job heard it (16 kHz wav)",
-             response_class=FileResponse)
+             response_class=FileResponse, responses={200: {"content": {"audio/wav": {}}}, 404: NO_VIDEO,
+                                                     409: said("not decoded yet, or gone")})
     def voice(job_id: str):
         path = job_of(job_id).folder / "voice.wav"
         if not path.is_file():
             return JSONResponse({"error": "the voice is not there (yet, or any more)"}, status_code=409)
         return FileResponse(path, media_type="audio/wav")
 
-    @api.get("/v1/videos/{job_id}/frames", summary="The frames as they are made (multipart JPEG stream)")
+    @api.get("/v1/videos/{job_id}/frames", summary="The frames as they are made (multipart JPEG stream)",
+             response_class=StreamingResponse, responses={
+                 200: {"content": {f"multipart/x-mixed-replace; boundary={BOUNDARY}": {}}},
+                 400: said("start is not a frame index"), 404: NO_VIDEO})
     def frames(job_id: str, start: int = 0):
         job = job_of(job_id)
         if start < 0:
@@ -151,12 +189,13 @@ def router(server: Server, auth: Auth, max_upload: int):
         return StreamingResponse(_parts(server, job, start), media_type=f"multipart/x-mixed-replace; boundary={BOUNDARY}",
                                  headers={"Cache-Control": "no-store"})
 
-    @api.delete("/v1/videos/{job_id}", status_code=204, summary="Cancel and delete a video")
+    @api.delete("/v1/videos/{job_id}", status_code=204, summary="Cancel and delete a video", responses={404: NO_VIDEO})
     def delete(job_id: str) -> None:
         job_of(job_id)
         server.videos.delete(job_id)
 
-    @api.post("/live/offer", summary="Live: the browser's WebRTC offer in, the answer out")
+    @api.post("/live/offer", summary="Live: the browser's WebRTC offer in, the answer out", responses={
+        400: said("not an offer"), 429: said("the queue is full, or this client already records")})
     async def offer(request: Request):
         try:
             body = await request.json()
@@ -171,7 +210,8 @@ def router(server: Server, auth: Auth, max_upload: int):
         except PcavsError as exc:
             return refused(exc, 429 if "one live recording" in str(exc) or "queue" in str(exc) else 400)
 
-    @api.get("/live/{session_id}", summary="Live: a recording's figures")
+    @api.get("/live/{session_id}", summary="Live: a recording's figures",
+             responses={404: said("no such recording", "detail")})
     def live_figures(session_id: str) -> dict:
         session = server.sessions.get(session_id)
         if session is None:

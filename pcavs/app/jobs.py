@@ -159,7 +159,9 @@ class Queue:
     def join(self, client: str, what: str = "job") -> Ticket:
         """A place for `client`; InputError when the queue is full or the client already holds its places."""
         with self._changed:
-            held = sum(t.client == client for t in self._waiting + self._running)
+            # a stopped ticket (cancelled, or its work over) no longer holds its client's place, though it may still
+            # hold its slot until its work stops: a client told "done" or "cancelled" may send its next request now
+            held = sum(t.client == client and not t.stop.is_set() for t in self._waiting + self._running)
             if held >= self.per_client:
                 raise InputError(f"you already have {held} requests queued or running, the most this server allows "
                                  "one client; wait for one to finish or cancel it")
@@ -353,8 +355,9 @@ class Videos:
         with self._lock:
             job = self._jobs.pop(job_id, None)
         if job is not None:
+            idle = job.status in ("done", "failed") or job.ticket is None or job.ticket.slot is None
             self.cancel(job)
-            if job.ticket is None or job.ticket.slot is None:  # nothing runs in the folder
+            if idle:  # nothing runs in the folder (a running job's own thread removes it when it stops)
                 shutil.rmtree(job.folder, ignore_errors=True)
 
     def sweep(self, max_age: float) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core.assets import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
 from ..core.errors import InputError
-from .api import Auth, client_of, router
+from .api import Auth, client_of, malformed, router
 from .jobs import Devices
 from .limits import HOST, JOB_TIMEOUT, MAX_FILE_SIZE, MAX_SECONDS, PER_CLIENT, PORT, QUEUE, Limits
 from .page import CSS, Page, gradio, head
@@ -230,6 +230,7 @@ def serve(
 def build_app(server: Server, auth: Auth, max_upload: int, warning: str | None, ice_servers: list[dict]):
     """The ASGI app: the HTTP API and Live's routes, and the page mounted at /."""
     from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
 
     gr = gradio()
@@ -263,6 +264,7 @@ def build_app(server: Server, auth: Auth, max_upload: int, warning: str | None, 
         return response
 
     app.include_router(router(server, auth, max_upload))
+    app.add_exception_handler(RequestValidationError, malformed)
     page = Page(server, warning).build()
     page.queue(max_size=server.queue.size * 4 + 16, default_concurrency_limit=None)
     gr.mount_gradio_app(app, page, "/", auth=auth.pairs or None, max_file_size=max_upload, show_error=True,

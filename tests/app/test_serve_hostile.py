@@ -20,15 +20,11 @@ import soundfile as sf
 pytest.importorskip("gradio", reason='the web app needs Gradio: pip install "pcavs[serve]"')
 
 from pcavs.core.errors import InputError  # noqa: E402
-from pcavs.media.probe import probe  # noqa: E402
 from support import loopback  # noqa: E402
 from support.av import ffmpeg  # noqa: E402
-from support.kits import INPUTS  # noqa: E402
-from support.web import launched, short_speech  # noqa: E402
+from support.web import (GOOD, IDENTITY, RATE, good_job, launched, lying_wav, post, refused,  # noqa: E402
+                         short_speech, wait_for)
 
-IDENTITY = INPUTS / "identity" / "000000.png"  # an aligned 224x224 face: with aligned=yes no detection runs
-GOOD = {"aligned": "yes", "mode": "crop"}
-RATE = 16000
 MEMORY_BOUND = 1 << 30  # bytes the server may grow past its size after its first job, whatever it is sent
 
 
@@ -80,58 +76,6 @@ def site(synth_weights, tmp_path_factory):
         here.after_first_job = psutil.Process().memory_info().rss
         yield here
         memory.stop()
-
-
-def post(url: str, voice: Path, face: Path = IDENTITY, transport=None, auth=None, **options) -> httpx.Response:
-    """POST /v1/videos with these files (sent under their own names) and options."""
-    with httpx.Client(base_url=url, timeout=60, transport=transport, auth=auth) as http, \
-            open(face, "rb") as photo, open(voice, "rb") as audio:
-        return http.post("v1/videos", files={"face": (face.name, photo), "audio": (voice.name, audio)},
-                         data={**GOOD, **options})
-
-
-def good_job(url: str, voice: Path, folder: Path, auth=None) -> dict:
-    """A normal request through the HTTP API, polled until it ends: done, and its mp4 plays."""
-    answer = post(url, voice, auth=auth)
-    assert answer.status_code == 202, answer.text
-    job = answer.json()["id"]
-    with httpx.Client(base_url=url, timeout=60, auth=auth) as http:
-        wait_for(lambda: http.get(f"v1/videos/{job}").json()["status"] not in ("queued", "running"), 120)
-        status = http.get(f"v1/videos/{job}").json()
-        assert status["status"] == "done", status
-        content = http.get(f"v1/videos/{job}/content")
-    assert content.status_code == 200 and content.headers["content-type"] == "video/mp4"
-    out = folder / f"{job}.mp4"
-    out.write_bytes(content.content)
-    info = probe(out)
-    assert (info.video_codec, info.width, info.height, info.has_audio) == ("h264", 224, 224, True), info
-    return status
-
-
-def refused(what: str, answer: httpx.Response, status: int, *words: str, started: float) -> str:
-    """The one-line error of a refused request, with `status` and every one of `words` in it."""
-    error = answer.json()["error"]
-    print(f"\n{what}: {answer.status_code} {error!r} ({time.perf_counter() - started:.2f} s)")
-    assert answer.status_code == status, (what, answer.status_code, error)
-    assert "\n" not in error and all(w in error for w in words), (what, error)
-    return error
-
-
-def wait_for(condition, timeout: float = 60) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.05)
-
-
-def lying_wav(path: Path, seconds: float, claimed: float) -> Path:
-    """A 16-bit mono wav holding `seconds` of noise whose RIFF and data sizes claim `claimed` seconds."""
-    samples = (np.random.default_rng(0).standard_normal(round(seconds * RATE)) * 3000).astype("<i2").tobytes()
-    size = round(claimed * RATE) * 2
-    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + size, b"WAVE", b"fmt ", 16, 1, 1, RATE, 2 * RATE, 2, 16,
-                         b"data", size)
-    path.write_bytes(header + samples)
-    return path
 
 
 def lying_mp3(path: Path, seconds: float) -> Path:

@@ -5,14 +5,20 @@ import contextlib
 import os
 import shutil
 import socket
+import struct
+import time
 from pathlib import Path
 from typing import Iterator
 
+import httpx
 import numpy as np
 import soundfile as sf
 
 from support.kits import INPUTS
 
+IDENTITY = INPUTS / "identity" / "000000.png"  # an aligned 224x224 face: with aligned=yes no detection runs
+GOOD = {"aligned": "yes", "mode": "crop"}
+RATE = 16000  # Hz of the voices made here
 # Debian's chromium (apt-get install chromium), or the binary $PCAVS_CHROMIUM names
 CHROMIUM = os.environ.get("PCAVS_CHROMIUM") or next(
     (found for name in ("chromium", "chromium-browser") if (found := shutil.which(name))), None)
@@ -129,4 +135,64 @@ def click_track(folder: Path, seconds: float = 30.0, every: float = 0.5, rate: i
         samples[start:start + click] = 0.8 * np.sign(np.sin(np.arange(click) * 2 * np.pi * 1000 / rate) + 1e-9)
     path = folder / "clicks.wav"
     sf.write(path, samples, rate, subtype="PCM_16")
+    return path
+
+
+def post(url: str, voice: Path, face: Path = IDENTITY, transport=None, auth=None, **options) -> httpx.Response:
+    """POST /v1/videos with these files (sent under their own names) and options."""
+    with httpx.Client(base_url=url, timeout=60, transport=transport, auth=auth) as http, \
+            open(face, "rb") as photo, open(voice, "rb") as audio:
+        return http.post("v1/videos", files={"face": (face.name, photo), "audio": (voice.name, audio)},
+                         data={**GOOD, **options})
+
+
+def good_job(url: str, voice: Path, folder: Path, auth=None, local_address: str | None = None, timeout: float = 120,
+             every: float = 0.05) -> dict:
+    """A normal request through the HTTP API (from `local_address`, a loopback address, when given), polled until it
+    ends: done, and its mp4 plays."""
+    from pcavs.media.probe import probe
+
+    def transport():
+        return httpx.HTTPTransport(local_address=local_address) if local_address else None
+
+    answer = post(url, voice, transport=transport(), auth=auth)
+    assert answer.status_code == 202, answer.text
+    job = answer.json()["id"]
+    with httpx.Client(base_url=url, timeout=60, auth=auth, transport=transport()) as http:
+        wait_for(lambda: http.get(f"v1/videos/{job}").json()["status"] not in ("queued", "running"), timeout, every)
+        status = http.get(f"v1/videos/{job}").json()
+        assert status["status"] == "done", status
+        content = http.get(f"v1/videos/{job}/content")
+    assert content.status_code == 200 and content.headers["content-type"] == "video/mp4"
+    out = folder / f"{job}.mp4"
+    out.write_bytes(content.content)
+    info = probe(out)
+    assert (info.video_codec, info.width, info.height, info.has_audio) == ("h264", 224, 224, True), info
+    return status
+
+
+def refused(what: str, answer: httpx.Response, status: int, *words: str, started: float) -> str:
+    """The one-line error of a refused request, with `status` and every one of `words` in it."""
+    error = answer.json()["error"]
+    print(f"\n{what}: {answer.status_code} {error!r} ({time.perf_counter() - started:.2f} s)")
+    assert answer.status_code == status, (what, answer.status_code, error)
+    assert "\n" not in error and all(w in error for w in words), (what, error)
+    return error
+
+
+def wait_for(condition, timeout: float = 60, every: float = 0.05) -> None:
+    """Poll `condition` each `every` seconds until it holds; fails after `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(every)
+
+
+def lying_wav(path: Path, seconds: float, claimed: float) -> Path:
+    """A 16-bit mono wav holding `seconds` of noise whose RIFF and data sizes claim `claimed` seconds."""
+    samples = (np.random.default_rng(0).standard_normal(round(seconds * RATE)) * 3000).astype("<i2").tobytes()
+    size = round(claimed * RATE) * 2
+    header = struct.pack("<4sI4s4sIHHIIHH4sI", b"RIFF", 36 + size, b"WAVE", b"fmt ", 16, 1, 1, RATE, 2 * RATE, 2, 16,
+                         b"data", size)
+    path.write_bytes(header + samples)
     return path
