@@ -43,7 +43,8 @@ def live(browser, url: str, seconds: float, name: str) -> None:
     context.close()
     latency = "none timed" if f["median"] is None else f"median {f['median']:.3f} s, p95 {f['p95']:.3f} s"
     print(f"live, {name} ({seconds:g} s): latency sound to face {latency} ({len(f['latencies'])} clicks); "
-          f"{f['shown_fps']:.1f} fps shown, {f['made_fps']:.1f} fps made, {f['made']} made, {f['dropped']} dropped")
+          f"{f['shown_fps']:.1f} fps shown, {f['made_fps']:.1f} fps made, {f['made']} made, {f['dropped']} dropped; "
+          f"the server's own latency (a frame's audio in to the frame made) {f['server_latency']:.3f} s")
 
 
 def main() -> None:
@@ -66,7 +67,7 @@ def main() -> None:
             from support.pcavs_weights import write_checkpoints
 
             checkpoints = write_checkpoints(folder / "weights")
-        with chromium(*fake_devices(folder, DEMO_FACE, click_track(folder))) as browser:
+        with chromium(*fake_devices(folder, DEMO_FACE, click_track(folder, every=1.5))) as browser:  # one click per 1.5 s: no frame is paired with the wrong click
             start = time.perf_counter()
             served = pcavs.serve(port=free_port(), checkpoints=checkpoints, device=args.device, block=False)
             print(f"server up in {time.perf_counter() - start:.1f} s")

@@ -5,8 +5,9 @@ as a video track, each frame sent as soon as it is made.
 one queue like a video job, then runs `Pipeline.stream(avatar, chunks, realtime=True)` on that device's
 thread: when making frames is slower than real time, frames are dropped to stay in sync with the voice.
 
-With `probe`, a small square in the bottom-right corner of each frame is white while that frame's own
-40 ms of voice is loud: a page can time a sound in its microphone to its frame on screen (end to end).
+With `probe`, a small square in the bottom-right corner of a frame is white when a loud sound came in the voice
+since the frame made before it (its own 40 ms, and those of the frames real time dropped): a page can time a
+sound in its microphone to the first frame on screen that answers it (end to end).
 
 Chromium names its own addresses with mDNS (`….local`) in the offer; the server needs none of them: the
 browser's connectivity checks reach the server's own candidates, and aiortc answers from the address they
@@ -161,16 +162,18 @@ class LiveSession:
 
             timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.ticket.stop.set)
             timer.start()
+            shown = -1
             try:
                 for frame, latency, dropped in run_on(self.ticket.slot, frames, self.ticket.stop):
                     image = frame.image
-                    if self.probe:
-                        peaks = self._peaks
-                        image = probe_mark(image, frame.index < len(peaks) and peaks[frame.index] >= PROBE_LOUD)
+                    if self.probe:  # lit when a sound came since the last frame made (dropped frames' audio included)
+                        heard = self._peaks[shown + 1:frame.index + 1]
+                        image = probe_mark(image, bool(heard) and max(heard) >= PROBE_LOUD)
+                        shown = frame.index
                     self.figures.made += 1
                     self.figures.tick()
                     self.figures.latency, self.figures.dropped = latency, dropped
-                    self.loop.call_soon_threadsafe(self.frames.put_nowait, (frame.index, image))
+                    self._send((frame.index, image))
             finally:
                 timer.cancel()
             self.figures.status = "ended"
@@ -182,7 +185,14 @@ class LiveSession:
             self.figures.status, self.figures.error = "failed", f"internal error: {type(exc).__name__}: {one_line(exc)}"
         finally:
             self.queue.leave(self.ticket)
-            self.loop.call_soon_threadsafe(self.frames.put_nowait, None)
+            self._send(None)
+
+    def _send(self, item) -> None:
+        """Hand `item` (a frame, or None at the end) to the video track, on the event loop (gone once the server stops)."""
+        try:
+            self.loop.call_soon_threadsafe(self.frames.put_nowait, item)
+        except RuntimeError:  # the server's loop has closed: nobody is watching
+            self.ticket.stop.set()
 
     def _drain(self) -> None:
         skipped = 0
