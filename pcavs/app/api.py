@@ -142,13 +142,11 @@ def router(server: Server, auth: Auth, max_upload: int):
                 return refused(exc, 413 if isinstance(exc, TooLarge) else 400)
         return JSONResponse({"id": job.id, "status": job.status}, status_code=202)
 
-    defaults = {f.name: f.default for f in fields(Options)}
     extra = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=Form(None, description=_help(name)),
                                annotation=str | None) for name in FORM_OPTIONS]
     signature = inspect.signature(create)
     kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     create.__signature__ = signature.replace(parameters=kept + extra)
-    del defaults
     api.post("/v1/videos", status_code=202, summary="Make a video", responses={
         202: {"description": "queued: poll GET /v1/videos/{id}", "content": {"application/json": {"schema": {
             "type": "object", "properties": {"id": {"type": "string"}, "status": {"type": "string"}},

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
-from ..core.errors import InputError, PcavsError, one_line
+from ..core.errors import InputError, PcavsError, one_line, renamed
 from .limits import Limits
 
 RESULT_NAME = "talking_face.mp4"
@@ -268,8 +268,6 @@ class Video:
 
     def add_frame(self, index: int, jpeg: bytes, total: int | None) -> None:
         with self._changed:
-            while len(self._jpegs) < index:  # frames real time dropped: none here, but keep indices aligned
-                self._jpegs.append(self._jpegs[-1] if self._jpegs else jpeg)
             self._jpegs.append(jpeg)
             self.frames, self.total, self.stage = index + 1, total, "making frames"
             self._changed.notify_all()
@@ -400,7 +398,7 @@ class Videos:
             if job.status != "cancelled":
                 job.update(status="cancelled", error=f"the job ran past this server's {self.limits.job_timeout:g} s limit")
         except PcavsError as exc:
-            job.update(status="failed", error=_shown(one_line(exc), inputs.shown))
+            job.update(status="failed", error=renamed(one_line(exc), inputs.shown))
         except MemoryError:
             job.update(status="failed", error="out of memory: send a shorter voice or a smaller batch_size")
         except Exception as exc:  # noqa: BLE001 - one job's bug must not stop the server; the log keeps it
@@ -412,7 +410,7 @@ class Videos:
                 text = "out of memory: send a shorter voice or a smaller batch_size"
             else:
                 text = f"internal error: {type(exc).__name__}: {text}"
-            job.update(status="failed", error=_shown(text, inputs.shown))
+            job.update(status="failed", error=renamed(text, inputs.shown))
         finally:
             self.queue.leave(ticket)
             if job.status in ("cancelled", "failed"):
@@ -424,10 +422,3 @@ class Videos:
 
     def _expire(self, job: Video) -> None:
         self.cancel(job, f"the job ran past this server's {self.limits.job_timeout:g} s limit")
-
-
-def _shown(text: str, shown: dict[str, str]) -> str:
-    """`text` with the server's paths replaced by the user's own file names."""
-    for path, name in sorted(shown.items(), key=lambda item: -len(item[0])):
-        text = text.replace(path, name)
-    return text

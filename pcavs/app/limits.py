@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..core.errors import InputError
+from ..core.errors import InputError, renamed
 from ..core.facts import SAMPLE_RATE
 from ..core.options import Options
 
@@ -86,7 +86,7 @@ class Limits:
         try:
             info = probe(path)
         except InputError as exc:
-            raise InputError(str(exc).replace(str(path), shown)) from None
+            raise InputError(renamed(str(exc), {str(path): shown})) from None
         if info.duration is not None and info.duration > self.max_seconds:
             raise InputError(f"{shown}: the {what} is {info.duration:.0f} s long; this server takes at most "
                              f"{self.max_seconds:g} s: send a shorter one")

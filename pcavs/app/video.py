@@ -7,13 +7,12 @@ each as a JPEG as soon as it is made, writes the mp4 from the same frames, and g
 """
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from ..core.errors import InputError
+from ..core.errors import InputError, renamed
 from ..core.options import Options
 from ..media.images import encode_jpeg, read_image
 from .jobs import RESULT_NAME, Inputs
@@ -34,7 +33,7 @@ def check_inputs(limits: Limits, folder: Path, face: tuple[str, str] | None, aud
     try:
         read_image(face[0], name=face[1])
     except InputError as exc:
-        raise InputError(_named(str(exc), face)) from None
+        raise InputError(renamed(str(exc), {face[0]: face[1]})) from None
     voice = limits.voice(audio[0], audio[1], folder)
     shown[str(voice)] = audio[1]
     if pose is not None:
@@ -67,8 +66,3 @@ def make_video(pipeline: Any, inputs: Inputs, options: Options, folder: Path,
     finally:
         first.set()
     yield "video", out
-
-
-def _named(text: str, file: tuple[str, str]) -> str:
-    path, name = file
-    return text.replace(path, name).replace(os.path.basename(path), name)

@@ -34,6 +34,14 @@ def one_line(text: object, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def renamed(text: str, names: dict[str, str]) -> str:
+    """`text` with each path in `names` replaced by its name (the user's own file name for a server's copy),
+    the longest path first."""
+    for path, name in sorted(names.items(), key=lambda item: -len(item[0])):
+        text = text.replace(path, name)
+    return text
+
+
 def reason(exc: BaseException, limit: int = 160) -> str:
     """Why `exc` happened, in one short line: the system's words for an OS or network error, else its message,
     else the name of its type."""

@@ -22,30 +22,10 @@ pytest.importorskip("gradio", reason='the web app needs Gradio: pip install "pca
 from pcavs.core.errors import InputError  # noqa: E402
 from support import loopback  # noqa: E402
 from support.av import ffmpeg  # noqa: E402
-from support.web import (GOOD, IDENTITY, RATE, good_job, launched, lying_wav, post, refused,  # noqa: E402
+from support.web import (GOOD, IDENTITY, RATE, PeakMemory, good_job, launched, lying_wav, post, refused,  # noqa: E402
                          short_speech, wait_for)
 
 MEMORY_BOUND = 1 << 30  # bytes the server may grow past its size after its first job, whatever it is sent
-
-
-class PeakMemory(threading.Thread):
-    """The highest resident memory of this process (the servers run in it) while it runs."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.peak = 0
-        self.running = True
-
-    def run(self) -> None:
-        process = psutil.Process()
-        while self.running:
-            self.peak = max(self.peak, process.memory_info().rss)
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        self.running = False
-        self.join()
-        return self.peak
 
 
 @dataclass

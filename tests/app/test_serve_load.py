@@ -2,7 +2,6 @@
 place in the queue, the server's memory stays bounded, and no request folder outlives the server."""
 from __future__ import annotations
 
-import threading
 import time
 
 import psutil
@@ -12,32 +11,10 @@ pytest.importorskip("gradio", reason='the web app needs Gradio: pip install "pca
 from gradio_client import Client, handle_file  # noqa: E402
 
 from pcavs.media.video import iter_frames  # noqa: E402
-from support.kits import INPUTS  # noqa: E402
-from support.web import launched, short_speech  # noqa: E402
+from support.web import IDENTITY, PeakMemory, launched, short_speech  # noqa: E402
 
 CLIENTS = 8
-IDENTITY = INPUTS / "identity" / "000000.png"
 MEMORY_BOUND = 512 << 20  # bytes 8 queued jobs may cost beyond the peak of one job alone (a job alone: ~1 GiB)
-
-
-class PeakMemory(threading.Thread):
-    """The highest resident memory of this process (the server runs in it) while it runs."""
-
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.peak = 0
-        self.running = True
-
-    def run(self) -> None:
-        process = psutil.Process()
-        while self.running:
-            self.peak = max(self.peak, process.memory_info().rss)
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        self.running = False
-        self.join()
-        return self.peak
 
 
 def test_eight_clients_at_once(synth_weights, tmp_path):

@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import struct
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -197,3 +198,25 @@ def lying_wav(path: Path, seconds: float, claimed: float) -> Path:
                          b"data", size)
     path.write_bytes(header + samples)
     return path
+
+
+class PeakMemory(threading.Thread):
+    """The highest resident memory of this process (the servers of a test run in it) while it runs."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        import psutil
+
+        process = psutil.Process()
+        while self.running:
+            self.peak = max(self.peak, process.memory_info().rss)
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.running = False
+        self.join()
+        return self.peak
