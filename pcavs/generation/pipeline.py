@@ -28,6 +28,7 @@ from ..models.pixels import to_tensor, to_uint8
 from ..models.weights import Networks, find_checkpoints, load_networks
 from ..restore.restorer import Restorer
 from ..restore.weights import ensure_checkpoint, load_gfpgan
+from . import stream as streaming
 from .avatar import Avatar, PoseCodes, loop_index
 from .compose import Composer, Finisher
 from .enhance import EnhanceStage
@@ -292,9 +293,13 @@ class Pipeline:
     def _frames(self, job: Job, feed: AudioFeed) -> Iterator[Batch]:
         """The frame loop of every job, `run`'s and `stream`'s: (frame indices, output frames, generated faces)
         for each batch, as soon as the feed has the audio its frames need."""
-        done = 0
+        done, slow, quiet = 0, False, False
+        still = job.avatar.pose is None and job.options.noise == "fixed" and job.mouth_codes is None
         while (span := feed.next_frames(done, job.batch_size)) is not None:
             first, stop = span
+            if slow and still and quiet and feed.quiet(first, stop) and feed.wait():
+                continue  # slower than real time, and these frames would repeat the quiet ones before: wait for a sound
+            started, quiet = streaming.clock(), still and feed.quiet(first, stop)
             self._skip(job, first - done)
             indices = np.arange(first, stop)
             mouth = self._mouth_codes(feed.mel.mel, indices, job.mouth_codes, job.splits)
@@ -305,6 +310,7 @@ class Pipeline:
             faces = faces[: len(indices)]
             with self._timed(job.finisher.stage):
                 frames = job.finisher.finish(faces, poses)
+            slow = streaming.clock() - started > len(indices) / FPS
             yield indices, frames, faces
             done = stop
 

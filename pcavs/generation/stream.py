@@ -9,7 +9,9 @@ start + n / 16000 (a source that delivers faster than that, such as a list of ch
 taken as a live one; a pull that had to wait means the source is live and behind its clock, and the
 clock follows it). Before each batch the stream takes all the audio the clock says has been spoken,
 and when more frames are ready than one batch holds, it makes the newest batch and drops the older
-frames: latency stays about one batch's work plus the lookahead.
+frames: latency stays about one batch's work plus the lookahead. A device slower than real time would
+otherwise be busy, when a sound comes, with a frame made before it: so while the voice is quiet and a new
+frame would repeat the quiet one before it, the stream waits for the next sound (see `AudioFeed.quiet`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from ..models.mel import MEL_PER_FRAME, WINDOW_OFFSET, WINDOW_ROWS, MelStream, n
 
 LOOKAHEAD_FRAMES = WINDOW_ROWS // MEL_PER_FRAME - WINDOW_OFFSET - 1  # 2 frames of audio after a frame's own
 LOOKAHEAD = LOOKAHEAD_FRAMES * SAMPLES_PER_FRAME / SAMPLE_RATE  # 0.08 s
+QUIET = 0.01  # peak sample level (-40 dBFS) below which the voice is quiet
+WINDOW_BLOCKS = (WINDOW_OFFSET + 1, LOOKAHEAD_FRAMES)  # 40 ms blocks of samples before and after a frame's own that its mel window reads
 WAITED = 0.002  # s: a pull that took longer found the source empty (live, at its newest sample)
 clock: Callable[[], float] = time.monotonic  # the stream's clock (tests replace it)
 sleep: Callable[[float], None] = time.sleep
@@ -95,6 +99,8 @@ class AudioFeed:
         self.start: float | None = None  # clock time at which sample 0 was spoken (real time)
         self._kept: list[np.ndarray] = []
         self._kept_from = 0  # the first sample still kept
+        self._peaks: list[float] = []  # real time: the peak level of each whole 40 ms block of samples in so far
+        self._tail = np.zeros(0, np.float32)  # real time: the samples after the last whole block
         self._resampler = None
         self._waited = False
         self._loudness = loudness
@@ -165,6 +171,16 @@ class AudioFeed:
         end = min(self.samples, (frame + 1) * SAMPLES_PER_FRAME)
         return (self.start or 0.0) + end / SAMPLE_RATE
 
+    def quiet(self, first: int, stop: int) -> bool:
+        """Real time: whether every sample the mel windows of frames [first, stop) read is quiet (below QUIET)."""
+        before, after = WINDOW_BLOCKS
+        blocks = self._peaks[max(0, first - before):stop + after]
+        return len(blocks) > 0 and max(blocks) < QUIET
+
+    def wait(self) -> bool:
+        """Real time: block until the next chunk is in; False once the audio has ended."""
+        return self._pull()
+
     def take(self, stop: int) -> np.ndarray:
         """The kept 16 kHz samples up to `stop` (or to the end), handed on once."""
         kept = np.concatenate(self._kept) if self._kept else np.zeros(0, np.float32)
@@ -198,6 +214,11 @@ class AudioFeed:
         self.mel.feed(samples)
         if self.keep:
             self._kept.append(samples)
+        if self.realtime:
+            self._tail = np.concatenate([self._tail, samples])
+            whole = len(self._tail) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME
+            self._peaks.extend(np.abs(self._tail[:whole]).reshape(-1, SAMPLES_PER_FRAME).max(axis=1).tolist())
+            self._tail = self._tail[whole:]
 
     def _end(self) -> None:
         if self._resampler is not None:

@@ -141,6 +141,30 @@ def test_a_bad_photo_gets_pcavs_own_line_with_the_users_file_name(page, tmp_path
     page.locator(".toast-body", has_text="no face found").wait_for(timeout=120_000)
 
 
+def test_faster_than_real_time_the_video_plays_at_25_fps_with_its_sound(browser, synth_weights, monkeypatch, tmp_path):
+    """As on a GPU (networks of 5 ms a frame, see `timed_stand_in`): the page plays the frames against the voice."""
+    from support.generators import timed_stand_in
+
+    timed_stand_in(monkeypatch, 0.005)
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    try:
+        with launched(synth_weights) as served:
+            page.goto(served.url)
+            make_video(page, DEMO_FACE, short_speech(tmp_path, 4.0, source="speech.wav"), "crop")
+            page.wait_for_function("() => window.pcavsPlayer.sound && window.pcavsPlayer.sound.ended", timeout=60_000)
+            player = page.evaluate("() => { const p = window.pcavsPlayer; return {playing: p.playing, stalls: p.stalls, "
+                                   "shown: p.shown, received: p.received, played: p.sound.currentTime}; }")
+    finally:
+        context.close()
+    assert player["playing"] and player["stalls"] == 0, player
+    assert player["received"] == 100 and player["shown"] >= 95, player  # (nearly) every frame of 4 s drawn in its turn
+    assert player["played"] >= 3.9, player  # the voice played to its end
+    assert errors == [], errors
+
+
 def test_live_over_webrtc_with_the_stand_in_generator(browser, synth_weights, monkeypatch):
     """25 frames a second, as a GPU makes them: networks that take 5 ms a frame (see `timed_stand_in`)."""
     from support.generators import timed_stand_in

@@ -187,6 +187,35 @@ def test_realtime_drops_frames_but_never_changes_one(pipeline, monkeypatch, tmp_
         assert np.array_equal(frame.image, offline[frame.index]), frame.index  # its own audio, its own noise
 
 
+def test_realtime_waits_for_a_sound_while_quiet_so_the_sound_is_made_at_once(pipeline, monkeypatch, tmp_path):
+    clock = Clock()
+    monkeypatch.setattr(streaming, "clock", clock)
+    def slow(self, spatial, style, noise=None):
+        clock.now += Clock.STEP
+        return stand_in(self, spatial, style, noise)
+
+    def microphone(samples):  # a live source: each 10 ms chunk comes when the clock reaches its end
+        for first in range(0, len(samples), 160):
+            clock.now = max(clock.now, 100.0 + (first + 160) / 16000)
+            yield samples[first:first + 160]
+
+    monkeypatch.setattr(type(pipeline.networks.G), "forward", slow)
+    voice = np.zeros(48000, np.float32)  # 3 s: quiet, a 0.2 s sound at 1.5 s, quiet
+    voice[24000:27200] = tone(0.2, 16000)
+    options = dict(aligned=True, mode="crop", loudness="running", batch_size=1)
+    sf.write(tmp_path / "voice.wav", voice, 16000)
+    offline = pipeline(CROP, tmp_path / "voice.wav", out=None, return_frames=True, progress=False, **options).frames
+    stream = pipeline.stream(CROP, microphone(load_speech(tmp_path / "voice.wav")), realtime=True, **options)
+    frames = {frame.index: (frame, stream.latency) for frame in stream}
+    assert len(frames) + stream.dropped == len(offline) == 75
+    before = [i for i in frames if i < 35]  # frames whose mel windows end before the sound
+    assert len(before) <= 2, sorted(frames)  # the first frame, then the stream waits while it is quiet
+    answer = min(i for i in frames if i >= 35)
+    assert frames[answer][1] <= Clock.STEP + pipeline.lookahead + 0.04 + 0.01 + 1e-9  # one frame's work, not two
+    for index, (frame, _) in frames.items():
+        assert np.array_equal(frame.image, offline[index]), index
+
+
 def test_a_stream_plays_as_segments_equal_to_its_mp4(pipeline, remembered, voice, tmp_path):
     av = pytest.importorskip("av")
     stream = pipeline.stream(CROP, voice, aligned=True, mode="crop", batch_size=1)

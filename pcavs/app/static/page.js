@@ -63,7 +63,8 @@
     const canvas = element.querySelector("canvas"), bar = element.querySelector("progress");
     const status = element.querySelector(".pcavs-status");
     const context = canvas.getContext("2d");
-    const state = (window.pcavsPlayer = { id, received: 0, shown: 0, playing: false, ended: false, status: null });
+    const state = (window.pcavsPlayer = { id, received: 0, shown: 0, playing: false, stalls: 0, sound: null, ended: false,
+                                          status: null });
     const jpegs = new Map();
     let newest = -1, drawn = -1, drawing = false, sound = null, arrivals = [];
 
@@ -85,7 +86,7 @@
     const tick = () => {
       if (state.playing && sound) {
         const index = Math.floor(sound.currentTime * FPS);
-        if (!jpegs.has(index) && !state.ended && !sound.paused) sound.pause();  // a stall: wait for the frame
+        if (!jpegs.has(index) && !state.ended && !sound.paused) { sound.pause(); state.stalls++; }  // wait for the frame
         if (jpegs.has(index + 1) && sound.paused && !sound.ended) sound.play().catch(() => {});
         draw(index);
       } else if (newest >= 0) {
@@ -95,9 +96,9 @@
     };
     const startPlaying = () => {
       // faster than real time with a second in hand: play at 25 fps with the sound, from the start
-      sound = new Audio(api(`v1/videos/${id}/voice`));
+      sound = state.sound = new Audio(api(`v1/videos/${id}/voice`));
       state.playing = true;
-      sound.play().catch(() => { state.playing = false; sound = null; });
+      sound.play().catch(() => { state.playing = false; sound = state.sound = null; });
     };
     requestAnimationFrame(tick);
     try {
@@ -120,7 +121,7 @@
         arrivals.push(performance.now());
         if (arrivals.length > FPS) arrivals.shift();
         const rate = arrivals.length > 1 ? (arrivals.length - 1) * 1000 / (arrivals.at(-1) - arrivals[0]) : 0;
-        if (!state.playing && !sound && index + 1 >= FPS && rate > FPS * 1.1 && drawn < FPS) startPlaying();
+        if (!state.playing && !sound && newest + 1 >= FPS && rate > FPS * 1.1) startPlaying();
       }
     } catch (error) {
       status.textContent = "The connection to the server was lost";
@@ -186,6 +187,7 @@
     let lit = false;
     peer.ontrack = (event) => {
       if (event.track.kind !== "video") return;
+      if ("jitterBufferTarget" in event.receiver) event.receiver.jitterBufferTarget = 0;  // show each frame as it comes
       video.srcObject = new MediaStream([event.track]);
       const onFrame = (now) => {
         live.shown++;
