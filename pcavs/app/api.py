@@ -202,8 +202,8 @@ def router(server: Server, auth: Auth, max_upload: int):
         except ValueError:
             return refused(InputError("offer: send JSON {\"sdp\": ..., \"type\": \"offer\"}"))
         try:
-            avatar_of = server.live_avatar(body.get("avatar"), str(DEMO_FACE))
-            return await server.sessions.offer(client_of(request), body.get("sdp"), body.get("type"), avatar_of,
+            photo = server.avatars.photo(body.get("avatar"), str(DEMO_FACE))
+            return await server.sessions.offer(client_of(request), body.get("sdp"), body.get("type"), photo,
                                                bool(body.get("probe")))
         except PcavsError as exc:
             return refused(exc, 429 if "one live recording" in str(exc) or "queue" in str(exc) else 400)

@@ -31,6 +31,7 @@ EXAMPLES = """examples:
   pcavs convert --out pcavs_fp16.safetensors --dtype float16
   pcavs serve                                  # the web app on http://127.0.0.1:7860 (pip install "pcavs[serve]")
   pcavs serve --ray --replicas 4               # the same app, its videos made by Ray Serve replicas
+  pcavs serve --ray --replicas 1-4             # from 1 to 4 replicas, as Ray Serve's autoscaler sees the load
 """
 
 
@@ -132,10 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--checkpoints", help="weights folder or slim .safetensors (default: as for generate)")
     serve.add_argument("--device", default="auto", help="auto (every GPU, else the CPU), cpu, cuda, cuda:1 or mps")
     serve.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
-                       help="make the videos on Ray Serve replicas (the page and the API stay here): the cluster at "
-                            "$RAY_ADDRESS or a new local one, or the one at ADDRESS; Live is off (pip install \"pcavs[ray]\")")
-    serve.add_argument("--replicas", type=int, metavar="N",
-                       help="with --ray: replicas of the networks (default: one per GPU, else 1; one CPU and one thread each)")
+                       help="make the videos and Live's frames on Ray Serve replicas (the page, the API and WebRTC stay "
+                            "here): the cluster at $RAY_ADDRESS or a new local one, or the one at ADDRESS "
+                            "(pip install \"pcavs[ray]\")")
+    serve.add_argument("--replicas", metavar="N|MIN-MAX",
+                       help="with --ray: replicas of the networks, N, or MIN-MAX to let Ray Serve autoscale between them "
+                            "(up to MAX jobs at once; default: one per GPU, else 1; one CPU and one thread each)")
 
     convert = commands.add_parser("convert", help="write one slim .safetensors with only the tensors inference reads")
     convert.add_argument("--checkpoints", help="weights folder (default: as for generate)")

@@ -1,13 +1,18 @@
 """The server's devices and its one queue: every video job and every Live recording waits here for a device,
 in order, each client holding at most `per_client` places; then runs on that device's own thread.
 
-`Devices` owns the loaded pipelines and their threads; `Queue` hands out their slots; `Videos` keeps the
+`Devices` owns the loaded pipelines and their threads, and Live's work on them (`LiveWork`); `Queue` hands out
+their slots; `Videos` keeps the
 jobs of the page and the HTTP API: their status, the frames made so far (for the page's player and the
 frame stream), the mp4, and cancelling.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import copy
+import hashlib
+import itertools
 import queue
 import secrets
 import shutil
@@ -19,7 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
+import numpy as np
+
 from ..core.errors import InputError, PcavsError, one_line, renamed
+from ..media.audio import SPEECH_RATE
 from .limits import Limits
 
 RESULT_NAME = "talking_face.mp4"
@@ -40,22 +48,88 @@ class Slot:
 
 # (pipeline, inputs, options, folder, stage) -> the events of a video job, on the slot's thread
 Work = Callable[[Any, "Inputs", Any, Path, Callable[[str], None]], Iterator[tuple]]
+LiveFrame = tuple[int, np.ndarray, float, int]  # index, RGB image, latency (s), frames dropped so far
 
 
 class Backend(Protocol):
     """Where jobs run: this process's pipelines, or replicas behind Ray Serve (app/cluster.py).
 
     `work` makes a video job on a slot (a `Work`; None: `make_video` on the slot's pipeline, in this process);
-    `live` is why Live cannot run on these slots, None where it can.
+    `live` makes a Live recording's frames on a slot's thread.
     """
 
     device_type: str
     work: Work | None
-    live: str | None
 
     def slots(self) -> list[Slot]: ...
 
+    def live(self, pipeline: Any, photo: Path, audio: Iterator[np.ndarray]) -> Iterator[LiveFrame]:
+        """The frames of `photo` speaking `audio` (16 kHz mono chunks, as they come) in real time, on the slot of
+        `pipeline`; no audio at all: the avatar prepared, no frame."""
+
     def close(self) -> None: ...
+
+
+def read_photo(photo: Path) -> bytes:
+    """The bytes of Live's photo, or a one-line InputError when it is gone."""
+    try:
+        return photo.read_bytes()
+    except OSError:
+        raise InputError(f"photo: {photo.name} is gone from the server; choose the photo again") from None
+
+
+class LiveWork:
+    """Live on a device: the pipeline it runs there (bfloat16 on CPUs with bf16 instructions, unless `dtype` says
+    otherwise; the same pipeline where that is its own precision) and the avatars prepared on it (the last KEEP
+    photos, by content). `Devices` has one; so has each Ray Serve replica (cluster.py)."""
+
+    KEEP = 8
+
+    def __init__(self, dtype: str | None):
+        self.dtype = dtype
+        self._made: dict[int, Any] = {}
+        self._prepared: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def runner(self, pipeline: Any) -> Any:
+        """The pipeline Live runs on `pipeline`'s device."""
+        from ..core.devices import resolve_dtype
+        from ..generation.pipeline import Pipeline
+
+        wanted = resolve_dtype(self.dtype, pipeline.device) if self.dtype else pipeline.dtype
+        if wanted == pipeline.dtype:
+            return pipeline
+        with self._lock:
+            if id(pipeline) not in self._made:
+                self._made[id(pipeline)] = Pipeline(copy.deepcopy(pipeline.networks), pipeline.device, wanted)
+            return self._made[id(pipeline)]
+
+    def avatar(self, photo: Path, runner: Any) -> Any:
+        """The avatar of `photo` on `runner` (detected, aligned and encoded once)."""
+        key = (hashlib.sha256(read_photo(photo)).hexdigest(), id(runner))
+        with self._lock:
+            if key in self._prepared:
+                self._prepared.move_to_end(key)
+                return self._prepared[key]
+        avatar = runner.prepare(photo, mode="crop")
+        with self._lock:
+            self._prepared[key] = avatar
+            while len(self._prepared) > self.KEEP:
+                self._prepared.popitem(last=False)
+        return avatar
+
+    def frames(self, pipeline: Any, photo: Path, audio: Iterator[np.ndarray]) -> Iterator[LiveFrame]:
+        """`Backend.live` on `pipeline`'s device, here."""
+        runner = self.runner(pipeline)
+        avatar = self.avatar(photo, runner)
+        chunks = iter(audio)
+        first = next(chunks, None)
+        if first is None:  # no audio: the avatar alone
+            return
+        stream = runner.stream(avatar, itertools.chain([first], chunks), sample_rate=SPEECH_RATE, realtime=True,
+                               mode="crop", progress=False)
+        for frame in stream:
+            yield frame.index, frame.image, stream.latency, stream.dropped
 
 
 class Devices:
@@ -67,18 +141,21 @@ class Devices:
     """
 
     work = None  # make_video, here
-    live = None
 
-    def __init__(self, pipelines: list, concurrency: int):
+    def __init__(self, pipelines: list, concurrency: int, live_dtype: str | None = "auto"):
         if concurrency < 1:
             raise InputError(f"concurrency: {concurrency} must be 1 or more (jobs at a time per device)")
         self.pipelines = pipelines
         self.device_type = pipelines[0].device.type
+        self.live_work = LiveWork(live_dtype)
         self._slots = [Slot(p, ThreadPoolExecutor(1, thread_name_prefix=f"pcavs-{p.device}-{n}"))
                        for n in range(concurrency) for p in pipelines]
 
     def slots(self) -> list[Slot]:
         return list(self._slots)
+
+    def live(self, pipeline: Any, photo: Path, audio: Iterator[np.ndarray]) -> Iterator[LiveFrame]:
+        return self.live_work.frames(pipeline, photo, audio)
 
     def warm(self, work: Callable[[Any], None]) -> None:
         """Run `work(pipeline)` first on every slot's thread (in the background: a job that comes sooner waits for it)."""

@@ -2,8 +2,9 @@
 as a video track, each frame sent as soon as it is made.
 
 `POST /live/offer` takes the browser's SDP offer and answers. A recording takes its place in the server's
-one queue like a video job, then runs `Pipeline.stream(avatar, chunks, realtime=True)` on that device's
-thread: when making frames is slower than real time, frames are dropped to stay in sync with the voice.
+one queue like a video job, then runs the backend's `live` (`Pipeline.stream(avatar, chunks, realtime=True)`,
+here or on a Ray Serve replica) on that slot's thread: when making frames is slower than real time, frames are
+dropped to stay in sync with the voice. WebRTC always ends in this process.
 
 With `probe`, a small square in the bottom-right corner of a frame is white when a loud sound came in the voice
 since the frame made before it (its own 40 ms, and those of the frames real time dropped): a page can time a
@@ -24,13 +25,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ..core.errors import InputError, PcavsError, one_line
 from ..media.audio import SPEECH_RATE
-from .jobs import Cancelled, Queue, Ticket, run_on
+from .jobs import Cancelled, LiveFrame, Queue, Ticket, run_on
 from .limits import Limits
 
 VIDEO_CLOCK = 90000  # Hz, RTP's video clock
@@ -39,6 +41,8 @@ PROBE_SIDE = 16  # pixels of the probe square
 PROBE_LOUD = 0.25  # a frame whose samples reach this peak lights the probe
 RATE_WINDOW = 5.0  # s over which the frame rate made is measured
 IDLE = 5.0  # s without audio: the recording has ended
+# the backend's `live`: (pipeline, photo, 16 kHz chunks) -> the frames, on the slot's thread
+Live = Callable[[Any, Path, Iterator[np.ndarray]], Iterator[LiveFrame]]
 
 
 @dataclass
@@ -76,14 +80,15 @@ def probe_mark(image: np.ndarray, loud: bool) -> np.ndarray:
 class LiveSession:
     """One recording: audio frames in from aiortc's loop, frames made on a device thread, frames out to the track."""
 
-    def __init__(self, client: str, ticket: Ticket, queue_: Queue, limits: Limits, avatar_of: Callable[[Any], Any],
+    def __init__(self, client: str, ticket: Ticket, queue_: Queue, limits: Limits, live: Live, photo: Path,
                  probe: bool, loop: asyncio.AbstractEventLoop):
         self.id = secrets.token_urlsafe(12)
         self.client = client
         self.ticket = ticket
         self.queue = queue_
         self.limits = limits
-        self.avatar_of = avatar_of  # pipeline -> (the pipeline to run, the avatar prepared on it)
+        self.live = live
+        self.photo = photo
         self.probe = probe
         self.loop = loop
         self.figures = Figures()
@@ -153,27 +158,21 @@ class LiveSession:
             self._drain()  # the audio that came while waiting is the past: start from now
             self.figures.status, self.figures.position = "live", None
 
-            def frames(pipeline):
-                runner, avatar = self.avatar_of(pipeline)
-                stream = runner.stream(avatar, self._audio(), sample_rate=SPEECH_RATE, realtime=True, mode="crop",
-                                       progress=False)
-                for frame in stream:
-                    yield frame, stream.latency, stream.dropped
-
             timer = threading.Timer(max(0.0, deadline - time.monotonic()), self.ticket.stop.set)
             timer.start()
             shown = -1
             try:
-                for frame, latency, dropped in run_on(self.ticket.slot, frames, self.ticket.stop):
-                    image = frame.image
+                frames = run_on(self.ticket.slot, lambda pipeline: self.live(pipeline, self.photo, self._audio()),
+                                self.ticket.stop)
+                for index, image, latency, dropped in frames:
                     if self.probe:  # lit when a sound came since the last frame made (dropped frames' audio included)
-                        heard = self._peaks[shown + 1:frame.index + 1]
+                        heard = self._peaks[shown + 1:index + 1]
                         image = probe_mark(image, bool(heard) and max(heard) >= PROBE_LOUD)
-                        shown = frame.index
+                        shown = index
                     self.figures.made += 1
                     self.figures.tick()
                     self.figures.latency, self.figures.dropped = latency, dropped
-                    self._send((frame.index, image))
+                    self._send((index, image))
             finally:
                 timer.cancel()
             self.figures.status = "ended"
@@ -211,10 +210,11 @@ class LiveSession:
 class Sessions:
     """The live recordings of one server: at most one per client."""
 
-    def __init__(self, queue_: Queue, limits: Limits, ice_servers: list[dict]):
+    def __init__(self, queue_: Queue, limits: Limits, ice_servers: list[dict], live: Live):
         self.queue = queue_
         self.limits = limits
         self.ice_servers = ice_servers
+        self.live = live
         self._sessions: dict[str, LiveSession] = {}
         self._peers: set = set()
         self._lock = threading.Lock()
@@ -223,7 +223,7 @@ class Sessions:
         with self._lock:
             return self._sessions.get(session_id)
 
-    async def offer(self, client: str, sdp: str, kind: str, avatar_of: Callable[[Any], Any], probe: bool) -> dict:
+    async def offer(self, client: str, sdp: str, kind: str, photo: Path, probe: bool) -> dict:
         """Answer the browser's offer: a recording is queued, its face track added. InputError when refused."""
         from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
@@ -233,7 +233,7 @@ class Sessions:
             if any(s.client == client and s.figures.status in ("waiting", "live") for s in self._sessions.values()):
                 raise InputError("one live recording per client: stop the other one first")
         ticket = self.queue.join(client, "live")
-        session = LiveSession(client, ticket, self.queue, self.limits, avatar_of, probe, asyncio.get_running_loop())
+        session = LiveSession(client, ticket, self.queue, self.limits, self.live, photo, probe, asyncio.get_running_loop())
         config = RTCConfiguration([RTCIceServer(s["urls"], s.get("username"), s.get("credential"))
                                    for s in self.ice_servers])
         peer = RTCPeerConnection(config)

@@ -17,6 +17,7 @@ import time
 import traceback
 from dataclasses import fields
 from importlib import resources
+from pathlib import Path
 from typing import Any, Iterator
 
 from ..core.assets import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
@@ -195,10 +196,10 @@ class Page:
                 return "Choose a photo (upload one or take one with the webcam).", ""
             path, shown = self.owned(photo, "photo", request)
             token = self.server.avatars.token(path)
-            avatar_of = self.server.live_avatar(token, path)
             start = time.monotonic()
             with self.server.queue.place(client_of(request), "avatar", start + self.server.limits.job_timeout) as ticket:
-                list(run_on(ticket.slot, lambda pipeline: iter([avatar_of(pipeline)]), ticket.stop))
+                list(run_on(ticket.slot, lambda pipeline: self.server.backend.live(pipeline, Path(path), iter(())),
+                            ticket.stop))
             return f"Avatar of {html.escape(shown)} ready ({time.monotonic() - start:.1f} s): press Record.", token
         except BaseException as exc:
             raise self.errors(exc) from None

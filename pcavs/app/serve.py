@@ -6,7 +6,6 @@ no environment variable, no `PATH`; two servers in one notebook each keep workin
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
@@ -21,7 +20,7 @@ from typing import Any
 from ..core.assets import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
 from ..core.errors import InputError
 from .api import Auth, client_of, malformed, router
-from .jobs import Devices
+from .jobs import Devices, LiveWork
 from .limits import HOST, JOB_TIMEOUT, MAX_FILE_SIZE, MAX_SECONDS, PER_CLIENT, PORT, QUEUE, Limits
 from .page import CSS, Page, gradio, head
 from .server import Server
@@ -75,29 +74,7 @@ def read_logins(auth_file: str | os.PathLike | None = None) -> list[tuple[str, s
     return pairs
 
 
-class LivePipelines:
-    """The pipeline Live runs on each device: bfloat16 on CPUs with bf16 instructions (its quality bound is tested),
-    unless `dtype` says otherwise; the same pipeline where that is its own precision."""
-
-    def __init__(self, dtype: str | None):
-        self.dtype = dtype
-        self._made: dict[int, Any] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, pipeline):
-        from ..core.devices import resolve_dtype
-        from ..generation.pipeline import Pipeline
-
-        wanted = resolve_dtype(self.dtype, pipeline.device) if self.dtype else pipeline.dtype
-        if wanted == pipeline.dtype:
-            return pipeline
-        with self._lock:
-            if id(pipeline) not in self._made:
-                self._made[id(pipeline)] = Pipeline(copy.deepcopy(pipeline.networks), pipeline.device, wanted)
-            return self._made[id(pipeline)]
-
-
-def warm_up(pipeline, live: LivePipelines) -> None:
+def warm_up(pipeline, live: LiveWork) -> None:
     """A few frames of the demo face, in the page's mode and in Live's: the first request then finds the networks'
     kernels chosen and their memory laid out (on a CPU the first job is otherwise about twice as slow)."""
     import numpy as np
@@ -106,7 +83,7 @@ def warm_up(pipeline, live: LivePipelines) -> None:
 
     silence = [np.zeros(SAMPLE_RATE // 5, np.float32)]
     try:
-        for runner, mode in ((pipeline, "full"), (live(pipeline), "crop")):
+        for runner, mode in ((pipeline, "full"), (live.runner(pipeline), "crop")):
             for _ in runner.stream(str(DEMO_FACE), iter(silence), mode=mode, progress=False):
                 pass
     except Exception:  # noqa: BLE001 - a warm-up that fails costs the first request its speed, nothing more
@@ -165,7 +142,7 @@ def serve(
     live_dtype: str | None = "auto",
     backend: Any = None,
     ray: str | None = None,
-    replicas: int | None = None,
+    replicas: int | str | None = None,
 ) -> Served:
     """Start the page, the HTTP API and Live at http://host:port (loopback by default) and return the server;
     `block=True` (the default outside notebooks) serves until Ctrl-C, then removes the server's folders.
@@ -178,8 +155,8 @@ def serve(
     bfloat16 on CPUs with bf16 instructions); checkpoints, device: as for Pipeline.from_pretrained;
     backend: where jobs run (default: this process's devices); ray: run them on Ray Serve replicas instead, on the
     cluster at this address ("auto": $RAY_ADDRESS or the one started here, else a new one; "local": a new one),
-    `replicas` of them (default: one per GPU, else 1; each CPU replica takes one CPU and one thread); see
-    app/cluster.py.
+    `replicas` of them (N, or "MIN-MAX": Ray Serve's autoscaler keeps between the two; default: one per GPU, else 1;
+    each CPU replica takes one CPU and one thread); Live runs on them too. See app/cluster.py.
     """
     gr = gradio()
     pairs = [auth] if isinstance(auth, tuple) else list(auth or read_logins())
@@ -196,11 +173,10 @@ def serve(
                       f"{port} can use the app; set $PCAVS_AUTH=USER:PASSWORD, or serve on 127.0.0.1", stacklevel=2)
     limits = Limits(max_seconds=max_seconds, job_timeout=job_timeout, per_client=per_client, allow_enhance=allow_enhance)
     max_upload = gr.utils._parse_file_size(max_file_size)
-    live_pipelines = LivePipelines(live_dtype)
     if backend is None and ray is not None:
         from .cluster import start as start_ray
 
-        backend = start_ray(ray, replicas, checkpoints, device)
+        backend = start_ray(ray, replicas, checkpoints, device, live_dtype)
     elif replicas is not None:
         raise InputError("replicas (--replicas): only with ray (--ray), for its Ray Serve replicas; without Ray this process "
                          "runs one pipeline per device")
@@ -209,10 +185,11 @@ def serve(
         from ..models.download import ensure_weights
 
         weights = ensure_weights(checkpoints)
-        backend = Devices([Pipeline.from_pretrained(weights, device=str(d)) for d in serving_devices(device)], concurrency)
-        backend.warm(lambda pipeline: warm_up(pipeline, live_pipelines))
+        backend = Devices([Pipeline.from_pretrained(weights, device=str(d)) for d in serving_devices(device)], concurrency,
+                          live_dtype)
+        backend.warm(lambda pipeline: warm_up(pipeline, backend.live_work))
     servers = [ice_server(url) for url in ice_servers or []]
-    server = Server(backend, limits, queue, servers, live_pipelines)
+    server = Server(backend, limits, queue, servers)
     try:
         app, page = build_app(server, Auth(pairs), max_upload, warning, servers)
         served = _start(app, page, server, host, port)

@@ -56,13 +56,10 @@ class Uploads:
 
 
 class Avatars:
-    """Live's faces: a photo chosen in the page gets a token; its avatar is prepared once per pipeline."""
-
-    KEEP = 8
+    """Live's photos: a photo chosen in the page gets a token (its avatar is prepared where Live runs: `Backend.live`)."""
 
     def __init__(self):
         self._photos: dict[str, str] = {}
-        self._prepared: collections.OrderedDict = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def token(self, photo: str) -> str:
@@ -74,38 +71,24 @@ class Avatars:
             self._photos[token] = photo
             return token
 
-    def photo(self, token: str | None, default: str) -> str:
+    def photo(self, token: str | None, default: str) -> Path:
+        """The photo of `token`, else `default`."""
         with self._lock:
-            return self._photos.get(token or "", default)
-
-    def prepared(self, photo: str, pipeline: Any) -> Any:
-        """The avatar of `photo` on `pipeline` (detected, aligned and encoded once)."""
-        key = (photo, id(pipeline))
-        with self._lock:
-            if key in self._prepared:
-                self._prepared.move_to_end(key)
-                return self._prepared[key]
-        avatar = pipeline.prepare(photo, mode="crop")
-        with self._lock:
-            self._prepared[key] = avatar
-            while len(self._prepared) > self.KEEP:
-                self._prepared.popitem(last=False)
-        return avatar
+            return Path(self._photos.get(token or "", default))
 
 
 class Server:
     """The state of one `pcavs serve`: see the module's docstring."""
 
-    def __init__(self, backend: Backend, limits: Limits, queue_size: int, ice_servers: list[dict], live_pipeline: Any):
+    def __init__(self, backend: Backend, limits: Limits, queue_size: int, ice_servers: list[dict]):
         self.backend = backend
         self.limits = limits
         self.workspace = Workspace()
         self.queue = Queue(backend, queue_size, limits.per_client)
         self.videos = Videos(self.queue, limits, self.workspace.requests, backend.work or make_video)
-        self.sessions = Sessions(self.queue, limits, ice_servers)
+        self.sessions = Sessions(self.queue, limits, ice_servers, backend.live)
         self.avatars = Avatars()
         self.uploads = Uploads()
-        self.live_pipeline = live_pipeline  # pipeline -> the one Live runs on that device (bfloat16 where it is fast)
 
     def submit(self, client: str, face: tuple[str, str] | None, audio: tuple[str, str] | None,
                pose: tuple[str, str] | None, values: dict[str, Any]) -> Video:
@@ -122,18 +105,6 @@ class Server:
             raise
         self.videos.start(job, inputs, options)
         return job
-
-    def live_avatar(self, token: str | None, default: str):
-        """pipeline -> (the pipeline Live runs, the avatar of the chosen photo on it); InputError where Live cannot run."""
-        if self.backend.live is not None:
-            raise InputError(self.backend.live)
-        photo = self.avatars.photo(token, default)
-
-        def of(pipeline):
-            runner = self.live_pipeline(pipeline)
-            return runner, self.avatars.prepared(photo, runner)
-
-        return of
 
     def close(self) -> None:
         self.videos.close()

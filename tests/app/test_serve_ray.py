@@ -1,6 +1,7 @@
 """`pcavs serve --ray`: the page and the HTTP API here, the networks in Ray Serve replicas on a Ray started in the test
 (loopback, 2 CPUs, no dashboard): a job's round trip through the HTTP API, the same video as the in-process
-server's, and a replica killed mid-job."""
+server's, a replica killed mid-job, a Live recording over WebRTC from a browser, and `--replicas MIN-MAX`
+autoscaling."""
 from __future__ import annotations
 
 import logging
@@ -13,9 +14,13 @@ import pytest
 pytest.importorskip("ray.serve", reason='pcavs serve --ray needs Ray Serve: pip install "pcavs[ray]"')
 pytest.importorskip("gradio", reason='the web app needs Gradio: pip install "pcavs[serve]"')
 
+from pcavs.app.cluster import replica_range, scaling  # noqa: E402
+from pcavs.core.assets import DEMO_FACE  # noqa: E402
+from pcavs.core.errors import InputError  # noqa: E402
 from pcavs.media.video import iter_frames  # noqa: E402
 from support.kits import INPUTS  # noqa: E402
-from support.web import grey_photo, launched, short_speech  # noqa: E402
+from support.web import (CHROMIUM, chromium, click_track, fake_devices, grey_photo, launched, record_live,  # noqa: E402
+                         short_speech)
 
 IDENTITY = INPUTS / "identity" / "000000.png"  # an aligned 224x224 face
 ENDED = ("done", "failed", "cancelled")
@@ -88,8 +93,6 @@ def test_a_job_through_the_http_api_on_a_replica_is_the_in_process_servers_video
         status = finished(client, served.url, job)
         assert status["status"] == "failed" and "wall.png" in status["error"] and "no face found" in status["error"], status
         assert "\n" not in status["error"] and "/tmp" not in status["error"] and "Ray" not in status["error"], status
-        offer = client.post(f"{served.url}live/offer", json={"sdp": "v=0\r\nm=audio 9", "type": "offer"})
-        assert offer.status_code == 400 and "Live does not run under pcavs serve --ray" in offer.json()["error"]
     with launched(synth_weights) as served, httpx.Client(timeout=60) as client:
         start = time.monotonic()
         local = made(client, served.url, voice, tmp_path, "local.mp4")
@@ -139,6 +142,77 @@ def test_a_replica_killed_mid_job_costs_at_most_that_job_and_is_replaced(ray_loc
             time.sleep(0.5)
         assert finished(clients[0], url, submit(clients[0], url, voice))["status"] == "done"
         assert serve.status().applications["pcavs"].deployments["Generator"].status == "HEALTHY"
+    for client in clients:
+        client.close()
+
+
+def test_live_over_webrtc_on_a_replica_then_a_video_job(ray_local, synth_weights, tmp_path):
+    """The browser's microphone to the frontend (WebRTC), its chunks through a Ray queue to the replica, the frames
+    back through Serve's streaming handle; the replica is free for a video job afterwards."""
+    pytest.importorskip("aiortc", reason='Live needs aiortc: pip install "pcavs[serve]"')
+    pytest.importorskip("playwright.sync_api", reason="the browser test needs Playwright: pip install playwright")
+    if CHROMIUM is None:
+        pytest.skip("no chromium found (apt-get install chromium, or set $PCAVS_CHROMIUM)")
+    devices = fake_devices(tmp_path, DEMO_FACE, click_track(tmp_path))
+    with launched(synth_weights, ray="local", replicas=1) as served, chromium(*devices) as browser, \
+            httpx.Client(timeout=60) as client:
+        context = browser.new_context(permissions=["camera", "microphone"])
+        page = context.new_page()
+        errors = []
+        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+        page.goto(served.url)
+        figures = record_live(page, 4)
+        context.close()
+        print(f"\nlive on a replica: {figures['made']} frames made, {figures['shown']} shown, {figures['dropped']} dropped, "
+              f"server latency {figures['server_latency']} s")
+        assert errors == [], errors
+        assert figures["status"] in ("live", "ended") and figures["made"] > 0 and figures["shown"] > 0, figures
+        status = finished(client, served.url, submit(client, served.url, short_speech(tmp_path, 0.12)))
+        assert status["status"] == "done", status
+        assert served.server.queue.counts() == (0, 0)
+
+
+def test_replicas_as_a_range_autoscale_and_bad_ones_are_refused():
+    assert replica_range("1-4", "--replicas") == (1, 4) and replica_range(3, "--replicas") == (3, 3)
+    assert replica_range(None, "--replicas") is None
+    for bad in ("3-1", "0-2", "0", "x", "1-", "-2"):
+        with pytest.raises(InputError, match="--replicas") as refused:
+            replica_range(bad, "--replicas")
+        assert "\n" not in str(refused.value)
+    assert scaling((2, 2)) == {"num_replicas": 2}
+    options = scaling((1, 4))
+    assert list(options) == ["autoscaling_config"]
+    from ray.serve.config import AutoscalingConfig
+
+    config = AutoscalingConfig(**options["autoscaling_config"])  # Ray Serve's own names and checks
+    assert (config.min_replicas, config.max_replicas, config.target_ongoing_requests) == (1, 4, 1)
+    assert config.upscale_delay_s < config.downscale_delay_s
+
+
+def test_replicas_min_max_deploys_an_autoscaled_generator_that_scales_up(ray_local, synth_weights, tmp_path):
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    voice = short_speech(tmp_path, 1.28)  # 32 frames: long enough for the autoscaler to see both jobs
+    clients = [httpx.Client(timeout=60, transport=httpx.HTTPTransport(local_address=f"127.0.0.{n}")) for n in (2, 3)]
+    with launched(synth_weights, ray="local", replicas="1-2") as served:
+        generator = _get_global_client().get_serve_details()["applications"]["pcavs"]["deployments"]["Generator"]
+        config = generator["deployment_config"]["autoscaling_config"]
+        assert (config["min_replicas"], config["max_replicas"], config["target_ongoing_requests"]) == (1, 2, 1), config
+        assert served.server.queue.slots == 2
+        start = time.monotonic()
+        jobs = [(client, submit(client, served.url, voice)) for client in clients]
+
+        def running() -> int:
+            states = serve.status().applications["pcavs"].deployments["Generator"].replica_states
+            return states.get("RUNNING", 0)
+
+        end = time.monotonic() + 300
+        while running() < 2:
+            assert time.monotonic() < end, serve.status().applications["pcavs"].deployments["Generator"]
+            time.sleep(0.5)
+        print(f"\n2 jobs at once: 2 running replicas after {time.monotonic() - start:.1f} s")
+        assert all(finished(client, served.url, job)["status"] == "done" for client, job in jobs)
     for client in clients:
         client.close()
 
