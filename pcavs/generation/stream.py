@@ -10,8 +10,9 @@ taken as a live one; a pull that had to wait means the source is live and behind
 clock follows it). Before each batch the stream takes all the audio the clock says has been spoken,
 and when more frames are ready than one batch holds, it makes the newest batch and drops the older
 frames: latency stays about one batch's work plus the lookahead. A device slower than real time would
-otherwise be busy, when a sound comes, with a frame made before it: so while the voice is quiet and a new
-frame would repeat the quiet one before it, the stream waits for the next sound (see `AudioFeed.quiet`).
+otherwise be busy, when a sound comes, with a frame begun before it: so while the voice is quiet and a new
+frame would only repeat the quiet one before it, the stream makes none and waits for a sound, then makes
+that sound's own frame as soon as its lookahead is in (see `AudioFeed.quiet`).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from ..models.mel import MEL_PER_FRAME, WINDOW_OFFSET, WINDOW_ROWS, MelStream, n
 LOOKAHEAD_FRAMES = WINDOW_ROWS // MEL_PER_FRAME - WINDOW_OFFSET - 1  # 2 frames of audio after a frame's own
 LOOKAHEAD = LOOKAHEAD_FRAMES * SAMPLES_PER_FRAME / SAMPLE_RATE  # 0.08 s
 QUIET = 0.01  # peak sample level (-40 dBFS) below which the voice is quiet
-WINDOW_BLOCKS = (WINDOW_OFFSET + 1, LOOKAHEAD_FRAMES)  # 40 ms blocks of samples before and after a frame's own that its mel window reads
+QUIET_BEFORE = WINDOW_OFFSET + 1  # 40 ms blocks of samples before a frame's own that its mel window reads
 WAITED = 0.002  # s: a pull that took longer found the source empty (live, at its newest sample)
 clock: Callable[[], float] = time.monotonic  # the stream's clock (tests replace it)
 sleep: Callable[[float], None] = time.sleep
@@ -172,9 +173,9 @@ class AudioFeed:
         return (self.start or 0.0) + end / SAMPLE_RATE
 
     def quiet(self, first: int, stop: int) -> bool:
-        """Real time: whether every sample the mel windows of frames [first, stop) read is quiet (below QUIET)."""
-        before, after = WINDOW_BLOCKS
-        blocks = self._peaks[max(0, first - before):stop + after]
+        """Real time: whether the voice that the mel windows of frames [first, stop) read, up to the end of the
+        frames' own 40 ms (their lookahead left out), is quiet: every sample below QUIET."""
+        blocks = self._peaks[max(0, first - QUIET_BEFORE):stop]
         return len(blocks) > 0 and max(blocks) < QUIET
 
     def wait(self) -> bool:
