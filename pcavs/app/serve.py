@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ..core.assets import DEMO_AUDIO, DEMO_FACE, DEMO_POSE
 from ..core.errors import InputError
@@ -74,18 +74,20 @@ def read_logins(auth_file: str | os.PathLike | None = None) -> list[tuple[str, s
     return pairs
 
 
-def warm_up(pipeline, live: LiveWork) -> None:
+def warm_up(pipeline, live: LiveWork, wanted: Callable[[], bool]) -> None:
     """A few frames of the demo face, in the page's mode and in Live's: the first request then finds the networks'
-    kernels chosen and their memory laid out (on a CPU the first job is otherwise about twice as slow)."""
+    kernels chosen and their memory laid out (on a CPU the first job is otherwise about twice as slow). It gives
+    way, at its next frame, once `wanted()` says a request is waiting for the device."""
     import numpy as np
 
     from ..core.facts import SAMPLE_RATE
 
-    silence = [np.zeros(SAMPLE_RATE // 5, np.float32)]
+    silence = [np.zeros(SAMPLE_RATE // 5, np.float32)]  # 5 frames: the first alone, then a batch
     try:
         for runner, mode in ((pipeline, "full"), (live.runner(pipeline), "crop")):
             for _ in runner.stream(str(DEMO_FACE), iter(silence), mode=mode, progress=False):
-                pass
+                if wanted():
+                    return
     except Exception:  # noqa: BLE001 - a warm-up that fails costs the first request its speed, nothing more
         log.warning("warm-up failed", exc_info=True)
 
@@ -187,9 +189,10 @@ def serve(
         weights = ensure_weights(checkpoints)
         backend = Devices([Pipeline.from_pretrained(weights, device=str(d)) for d in serving_devices(device)], concurrency,
                           live_dtype)
-        backend.warm(lambda pipeline: warm_up(pipeline, backend.live_work))
     servers = [ice_server(url) for url in ice_servers or []]
     server = Server(backend, limits, queue, servers)
+    if isinstance(backend, Devices):
+        backend.warm(lambda pipeline: warm_up(pipeline, backend.live_work, lambda: server.queue.counts() != (0, 0)))
     try:
         app, page = build_app(server, Auth(pairs), max_upload, warning, servers)
         served = _start(app, page, server, host, port)

@@ -287,15 +287,16 @@ class Pipeline:
         feed.open()
         job = self._job(face, pose, options, feed.ready() if feed.finished else None, realtime, progress)
         progress.stage = "making frames"
-        yield from self._frames(job, feed)
+        yield from self._frames(job, feed, first_alone=True)
 
     @torch.inference_mode()
-    def _frames(self, job: Job, feed: AudioFeed) -> Iterator[Batch]:
+    def _frames(self, job: Job, feed: AudioFeed, first_alone: bool = False) -> Iterator[Batch]:
         """The frame loop of every job, `run`'s and `stream`'s: (frame indices, output frames, generated faces)
-        for each batch, as soon as the feed has the audio its frames need."""
+        for each batch, as soon as the feed has the audio its frames need; `first_alone` (a stream's): the first
+        frame in a batch of its own, so that it comes after one frame's work."""
         done, slow, quiet = 0, False, False
         still = job.avatar.pose is None and job.options.noise == "fixed" and job.mouth_codes is None
-        while (span := feed.next_frames(done, job.batch_size)) is not None:
+        while (span := feed.next_frames(done, job.batch_size if done or not first_alone else 1)) is not None:
             first, stop = span
             if slow and still and quiet and feed.quiet(first, stop) and feed.wait():
                 continue  # slower than real time, and these frames would repeat the quiet ones before: wait for a sound
