@@ -298,12 +298,27 @@ class Sessions:
 
 
 def _prompt(receiver) -> None:
-    """aiortc holds four audio packets (80 ms) before it decodes one; Live wants the voice as it comes, so the
-    receiver's buffer is made to give each packet once the next has come."""
-    from aiortc.jitterbuffer import JitterBuffer
-
+    """aiortc holds four audio packets (80 ms) before it decodes one; Live wants the voice as it comes. Each Opus
+    packet is a whole frame, so the receiver is given a buffer that hands each packet on at once."""
     if hasattr(receiver, "_RTCRtpReceiver__jitter_buffer"):
-        receiver._RTCRtpReceiver__jitter_buffer = JitterBuffer(capacity=16, prefetch=1)
+        receiver._RTCRtpReceiver__jitter_buffer = AtOnce()
+
+
+class AtOnce:
+    """aiortc's jitter buffer for an audio receiver, without the wait: each packet becomes a frame as it comes,
+    and one that is not newer than the newest so far (late, or twice) is dropped."""
+
+    def __init__(self) -> None:
+        self._newest: int | None = None
+
+    def add(self, packet) -> tuple[bool, Any]:
+        """(no picture lost, the packet's frame or None): as aiortc's `JitterBuffer.add`."""
+        from aiortc.jitterbuffer import JitterFrame
+
+        if self._newest is not None and not 0 < (packet.sequence_number - self._newest) % 65536 < 32768:
+            return False, None
+        self._newest = packet.sequence_number
+        return False, JitterFrame(packet._data, packet.timestamp)
 
 
 def _face_track_class():
