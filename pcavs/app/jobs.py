@@ -48,7 +48,7 @@ class Slot:
 
 # (pipeline, inputs, options, folder, stage) -> the events of a video job, on the slot's thread
 Work = Callable[[Any, "Inputs", Any, Path, Callable[[str], None]], Iterator[tuple]]
-LiveFrame = tuple[int, np.ndarray, float, int]  # index, RGB image, latency (s), frames dropped so far
+LiveFrame = tuple[int, np.ndarray, float, int, float]  # index, RGB image, latency (s), frames dropped so far, work (s)
 
 
 class Backend(Protocol):
@@ -129,7 +129,7 @@ class LiveWork:
         stream = runner.stream(avatar, itertools.chain([first], chunks), sample_rate=SPEECH_RATE, realtime=True,
                                mode="crop", progress=False)
         for frame in stream:
-            yield frame.index, frame.image, stream.latency, stream.dropped
+            yield frame.index, frame.image, stream.latency, stream.dropped, stream.work
 
 
 class Devices:

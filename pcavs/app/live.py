@@ -55,16 +55,19 @@ class Figures:
     dropped: int = 0
     made_fps: float = 0.0
     latency: float = 0.0  # s from the end of a frame's audio reaching the server to the frame being made
+    work: float = 0.0  # s the device takes to make a frame (one batch's work): the median over RATE_WINDOW
     error: str | None = None
-    _times: collections.deque = field(default_factory=collections.deque)
+    _times: collections.deque = field(default_factory=collections.deque)  # (when, work) of the frames made lately
 
-    def tick(self) -> None:
+    def tick(self, work: float) -> None:
+        """A frame was made, in `work` seconds of the device's."""
         now = time.monotonic()
-        self._times.append(now)
-        while now - self._times[0] > RATE_WINDOW:
+        self._times.append((now, work))
+        while now - self._times[0][0] > RATE_WINDOW:
             self._times.popleft()
-        span = self._times[-1] - self._times[0]
+        span = now - self._times[0][0]
         self.made_fps = (len(self._times) - 1) / span if span > 0 else 0.0
+        self.work = float(np.median([w for _, w in self._times]))
 
     def public(self) -> dict[str, Any]:
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in vars(self).items() if not k.startswith("_")}
@@ -164,13 +167,13 @@ class LiveSession:
             try:
                 frames = run_on(self.ticket.slot, lambda pipeline: self.live(pipeline, self.photo, self._audio()),
                                 self.ticket.stop)
-                for index, image, latency, dropped in frames:
+                for index, image, latency, dropped, work in frames:
                     if self.probe:  # lit when a sound came since the last frame made (dropped frames' audio included)
                         heard = self._peaks[shown + 1:index + 1]
                         image = probe_mark(image, bool(heard) and max(heard) >= PROBE_LOUD)
                         shown = index
                     self.figures.made += 1
-                    self.figures.tick()
+                    self.figures.tick(work)
                     self.figures.latency, self.figures.dropped = latency, dropped
                     self._send((index, image))
             finally:

@@ -287,16 +287,16 @@ class Pipeline:
         feed.open()
         job = self._job(face, pose, options, feed.ready() if feed.finished else None, realtime, progress)
         progress.stage = "making frames"
-        yield from self._frames(job, feed, first_alone=True)
+        yield from self._frames(job, feed, progress)
 
     @torch.inference_mode()
-    def _frames(self, job: Job, feed: AudioFeed, first_alone: bool = False) -> Iterator[Batch]:
+    def _frames(self, job: Job, feed: AudioFeed, stream: Progress | None = None) -> Iterator[Batch]:
         """The frame loop of every job, `run`'s and `stream`'s: (frame indices, output frames, generated faces)
-        for each batch, as soon as the feed has the audio its frames need; `first_alone` (a stream's): the first
-        frame in a batch of its own, so that it comes after one frame's work."""
+        for each batch, as soon as the feed has the audio its frames need. A stream's (`stream`: its progress,
+        where each batch's work is noted) makes its first frame in a batch of its own, to show it sooner."""
         done, slow, quiet = 0, False, False
         still = job.avatar.pose is None and job.options.noise == "fixed" and job.mouth_codes is None
-        while (span := feed.next_frames(done, job.batch_size if done or not first_alone else 1)) is not None:
+        while (span := feed.next_frames(done, job.batch_size if done or stream is None else 1)) is not None:
             first, stop = span
             if slow and still and quiet and feed.quiet(first, stop) and feed.wait():
                 continue  # slower than real time, and these frames would repeat the quiet ones before: wait for a sound
@@ -311,7 +311,10 @@ class Pipeline:
             faces = faces[: len(indices)]
             with self._timed(job.finisher.stage):
                 frames = job.finisher.finish(faces, poses)
-            slow = streaming.clock() - started > len(indices) / FPS
+            work = streaming.clock() - started
+            slow = work > len(indices) / FPS
+            if stream is not None:
+                stream.work = work
             yield indices, frames, faces
             done = stop
 

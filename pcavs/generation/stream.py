@@ -238,6 +238,7 @@ class Progress:
 
     def __init__(self) -> None:
         self.stage = "reading the voice"
+        self.work = 0.0  # s the last batch took to make (its frames' work, no wait for audio)
 
 
 class FrameStream:
@@ -247,7 +248,7 @@ class FrameStream:
     have, once known (a file: when the first frame comes; chunks: when they end). `dropped` counts the frames real-time mode left
     out so far; `latency` is, for the last frame given, the seconds from the end of its own audio being
     spoken to the frame coming out (the lookahead included; negative when the source runs ahead of real
-    time). `stage` says in words what the job is doing, for a progress display that another thread may
+    time); `work` is the seconds the last batch took to make. `stage` says in words what the job is doing, for a progress display that another thread may
     read while one waits in `next(stream)`: "reading the voice", "finding the face", "reading the head
     motion", "making frames", then "done" once the stream has ended or been closed. `close()`, or dropping
     the stream, stops the work and leaves no file or thread behind.
@@ -277,6 +278,11 @@ class FrameStream:
     @property
     def total(self) -> int | None:
         return self.feed.ready() if self.feed.finished else None
+
+    @property
+    def work(self) -> float:
+        """Seconds the last batch took to make: the device's work, without the waits for audio."""
+        return self._progress.work
 
     @property
     def stage(self) -> str:

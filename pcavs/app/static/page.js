@@ -239,7 +239,7 @@
       if (f.status === "failed") lines.push(`Stopped: ${f.error}`);
       if (f.status === "live" || f.status === "ended") {
         lines.push(median === null ? "latency: make a sharp sound (a clap) to measure it" :
-          `latency ${median.toFixed(2)} s (p95 ${p95.toFixed(2)} s), sound to face`);
+          `latency ${median.toFixed(2)} s (p95 ${p95.toFixed(2)} s), sound to face; a frame takes ${f.work.toFixed(2)} s to make`);
         lines.push(`${shownFps.toFixed(1)} fps shown, ${f.made_fps.toFixed(1)} fps made, ${f.dropped} frames dropped`);
       }
       figures.textContent = lines.join(" · ");
