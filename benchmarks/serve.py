@@ -54,7 +54,7 @@ def live(browser, url: str, seconds: float, name: str) -> None:
     latency = "none timed" if f["median"] is None else f"median {f['median']:.3f} s, p95 {f['p95']:.3f} s"
     print(f"live, {name} ({seconds:g} s): latency sound to face {latency} ({len(f['latencies'])} clicks); "
           f"{f['shown_fps']:.1f} fps shown, {f['made_fps']:.1f} fps made, {f['made']} made, {f['dropped']} dropped; "
-          f"the server's own latency (a frame's audio in to the frame made) {f['server_latency']:.3f} s")
+          f"a frame takes {f['work']:.3f} s to make (the bound: that + 80 ms lookahead + 150 ms = {f['work'] + 0.23:.3f} s)")
 
 
 FACE = INPUTS / "identity" / "000000.png"  # an aligned 224x224 face

@@ -6,9 +6,10 @@ one queue like a video job, then runs the backend's `live` (`Pipeline.stream(ava
 here or on a Ray Serve replica) on that slot's thread: when making frames is slower than real time, frames are
 dropped to stay in sync with the voice. WebRTC always ends in this process.
 
-With `probe`, a small square in the bottom-right corner of a frame is white when a loud sound came in the voice
-since the frame made before it (its own 40 ms, and those of the frames real time dropped): a page can time a
-sound in its microphone to the first frame on screen that answers it (end to end).
+With `probe`, a small square in the bottom-right corner of a frame is white when a loud sound began in the voice
+since the frame made before it (in its own 40 ms, or those of the frames real time dropped): a page can time a
+sound in its microphone to the first frame on screen that answers it (end to end). A sound lights one frame,
+however many frames' audio it lasts.
 
 Chromium names its own addresses with mDNS (`….local`) in the offer; the server needs none of them: the
 browser's connectivity checks reach the server's own candidates, and aiortc answers from the address they
@@ -38,7 +39,7 @@ from .limits import Limits
 VIDEO_CLOCK = 90000  # Hz, RTP's video clock
 SAMPLES_PER_FRAME = SPEECH_RATE // 25
 PROBE_SIDE = 16  # pixels of the probe square
-PROBE_LOUD = 0.25  # a frame whose samples reach this peak lights the probe
+PROBE_LOUD = 0.25  # a sound begins where a frame's samples reach this peak after a frame's that did not
 RATE_WINDOW = 5.0  # s over which the frame rate made is measured
 IDLE = 5.0  # s without audio: the recording has ended
 # the backend's `live`: (pipeline, photo, 16 kHz chunks) -> the frames, on the slot's thread
@@ -97,7 +98,8 @@ class LiveSession:
         self.figures = Figures()
         self.frames: asyncio.Queue = asyncio.Queue()
         self._chunks: queue.SimpleQueue = queue.SimpleQueue()
-        self._peaks: list[float] = []  # per output frame: the peak of its own samples (the probe)
+        self._onsets: list[bool] = []  # per output frame: whether a sound begins in its own samples (the probe)
+        self._loud = False  # the last frame's samples were loud
         self._pending = np.zeros(0, np.float32)
         self._resampler = None
         self.peer = None  # the RTCPeerConnection, once answered
@@ -127,7 +129,9 @@ class LiveSession:
         self._pending = np.concatenate([self._pending, samples])
         whole = len(self._pending) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME
         for block in self._pending[:whole].reshape(-1, SAMPLES_PER_FRAME):
-            self._peaks.append(float(np.abs(block).max()))
+            loud = float(np.abs(block).max()) >= PROBE_LOUD
+            self._onsets.append(loud and not self._loud)
+            self._loud = loud
         self._pending = self._pending[whole:]
 
     # ---------------------------------------------------------------- frames (a device thread)
@@ -168,9 +172,8 @@ class LiveSession:
                 frames = run_on(self.ticket.slot, lambda pipeline: self.live(pipeline, self.photo, self._audio()),
                                 self.ticket.stop)
                 for index, image, latency, dropped, work in frames:
-                    if self.probe:  # lit when a sound came since the last frame made (dropped frames' audio included)
-                        heard = self._peaks[shown + 1:index + 1]
-                        image = probe_mark(image, bool(heard) and max(heard) >= PROBE_LOUD)
+                    if self.probe:  # lit when a sound began since the last frame made (dropped frames' audio included)
+                        image = probe_mark(image, any(self._onsets[shown + 1:index + 1]))
                         shown = index
                     self.figures.made += 1
                     self.figures.tick(work)
@@ -207,7 +210,7 @@ class LiveSession:
                 self._chunks.put(None)
                 break
             skipped += len(chunk)
-        self._peaks = self._peaks[skipped // SAMPLES_PER_FRAME:]
+        self._onsets = self._onsets[skipped // SAMPLES_PER_FRAME:]
 
 
 class Sessions:

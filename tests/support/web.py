@@ -26,7 +26,7 @@ CHROMIUM = os.environ.get("PCAVS_CHROMIUM") or next(
 SHOWN = "() => window.pcavsPlayer ? window.pcavsPlayer.shown : 0"  # frames the player has drawn
 LIVE_FIGURES = """() => { const l = window.pcavsLive; const s = [...l.latencies].sort((a, b) => a - b);
     return {made: l.figures.made, dropped: l.figures.dropped, made_fps: l.figures.made_fps, shown_fps: l.shownFps,
-            server_latency: l.figures.latency, work: l.figures.work, status: l.figures.status,
+            server_latency: l.figures.latency, work: l.figures.work, sounds: l.sounds, lit: l.lit, status: l.figures.status,
             latencies: s, median: s[Math.floor(s.length / 2)] ?? null,
             p95: s[Math.min(s.length - 1, Math.floor(0.95 * s.length))] ?? null, shown: l.shown}; }"""
 

@@ -146,7 +146,7 @@
     if (live.running) return;
     const root = document.querySelector("#live_ui");
     const video = root.querySelector("video"), figures = root.querySelector(".pcavs-live-figures");
-    Object.assign(live, { running: true, latencies: [], shown: 0, figures: null, error: null, session: null });
+    Object.assign(live, { running: true, latencies: [], shown: 0, sounds: 0, lit: 0, figures: null, error: null, session: null });
     const probe = root.querySelector(".pcavs-probe input")?.checked ?? true;
     const avatar = document.querySelector("#live_avatar textarea, #live_avatar input")?.value || null;
     let microphone;
@@ -167,7 +167,7 @@
     // clicks in the microphone, as the page hears them
     const listening = new AudioContext();
     const analyser = listening.createAnalyser();
-    analyser.fftSize = 256;
+    analyser.fftSize = 2048;  // the last 43 ms at 48 kHz: a click is caught even when a look comes late
     listening.createMediaStreamSource(microphone).connect(analyser);
     const samples = new Float32Array(analyser.fftSize);
     const clicks = [];
@@ -176,7 +176,11 @@
       analyser.getFloatTimeDomainData(samples);
       let peak = 0;
       for (const s of samples) peak = Math.max(peak, Math.abs(s));
-      if (peak > 0.25 && !loud) clicks.push(performance.now());
+      if (peak > 0.25 && !loud) {  // the click's time: where it starts among the samples heard
+        const at = samples.findIndex((s) => Math.abs(s) > 0.25);
+        clicks.push(performance.now() - ((samples.length - at) / listening.sampleRate) * 1000);
+        live.sounds++;
+      }
       loud = peak > 0.1 ? loud || peak > 0.25 : false;
     }, 4);
 
@@ -196,6 +200,7 @@
           sampler.drawImage(video, video.videoWidth - 8, video.videoHeight - 8, 4, 4, 0, 0, 1, 1);
           const bright = sampler.getImageData(0, 0, 1, 1).data[0] > 128;
           if (bright && !lit) {
+            live.lit++;
             const heard = clicks.filter((t) => t <= now && now - t < 3000).pop();
             if (heard !== undefined) { live.latencies.push((now - heard) / 1000); clicks.splice(0, clicks.indexOf(heard) + 1); }
           }
