@@ -158,7 +158,7 @@ def ray_figures(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, nargs="+", default=[3.0, 10.0], help="the voices' lengths")
+    parser.add_argument("--seconds", type=float, nargs="*", default=[3.0, 10.0], help="the voices' lengths (none: Live only)")
     parser.add_argument("--live", type=float, default=10.0, help="seconds to record in Live")
     parser.add_argument("--mode", default="full", choices=("full", "crop", "grid"))
     parser.add_argument("--device", default="auto")
@@ -196,6 +196,7 @@ def main() -> None:
                     context.close()
                     print(f"make a video ({seconds:g} s voice, {args.mode} mode): first frame on screen after "
                           f"{t['first']:.1f} s, mp4 after {t['mp4']:.1f} s, {t['shown']} frames shown while made")
+                live(browser, served.url, 2, "this machine's generator, the first recording (Live's warm-up)")
                 live(browser, served.url, args.live, "this machine's generator")
             finally:
                 served.close()
