@@ -34,7 +34,7 @@ import numpy as np
 
 from ..batches.cluster import actor_reason, connect, import_ray, worker_model
 from ..core.errors import InputError, PcavsError, one_line
-from .jobs import POLL, RESULT_NAME, Inputs, LiveFrame, LiveWork, Slot, read_photo
+from .jobs import POLL, RESULT_NAME, Inputs, LiveFrame, LiveWork, Slot, read_photo, relay
 from .video import make_video
 
 APP = "pcavs"  # the Ray Serve application of `pcavs serve --ray`
@@ -93,14 +93,8 @@ class Generator:
 
         with _unpacked(files, folder) as paths:
             inputs = Inputs(paths["face"], paths["voice"], paths.get("pose"), {})
-            events = make_video(self.pipeline, inputs, options, paths["face"].parent, stage)
-            try:
-                for event in events:
-                    put(("video", Path(event[1]).read_bytes()) if event[0] == "video" else event)
-                    if stop.is_set():
-                        break
-            finally:
-                events.close()
+            relay(make_video(self.pipeline, inputs, options, paths["face"].parent, stage),
+                  lambda event: put(("video", Path(event[1]).read_bytes()) if event[0] == "video" else event), stop)
 
     def _record(self, photo: tuple[str, bytes], chunks: Any, put: Callable[[Any], None], stop: threading.Event) -> None:
         from ray.exceptions import RayActorError
@@ -120,14 +114,7 @@ class Generator:
 
         shown, data = photo
         with _unpacked({"photo": (shown, data)}, str(Path(shown).parent)) as paths:
-            frames = self.live_work.frames(self.pipeline, paths["photo"], audio())
-            try:
-                for frame in frames:
-                    put(frame)
-                    if stop.is_set():
-                        break
-            finally:
-                frames.close()
+            relay(self.live_work.frames(self.pipeline, paths["photo"], audio()), put, stop)
 
 
 async def _threaded(work: Callable[..., None], *args: Any) -> AsyncIterator:

@@ -169,6 +169,17 @@ class Devices:
         self.pipelines.clear()
 
 
+def relay(source: Iterator, put: Callable[[Any], None], stop: threading.Event) -> None:
+    """Each item of `source` handed to `put`, until it ends or `stop` is set; `source` is closed either way."""
+    try:
+        for item in source:
+            put(item)
+            if stop.is_set():
+                break
+    finally:
+        getattr(source, "close", lambda: None)()
+
+
 def run_on(slot: Slot, work: Callable[[Any], Iterator], stop: threading.Event) -> Iterator:
     """The items of `work(slot.pipeline)`, made on the slot's thread as they are taken here. Setting `stop` (or
     leaving early) ends the work at its next item; the slot is free again when this generator has closed."""
@@ -176,14 +187,7 @@ def run_on(slot: Slot, work: Callable[[Any], Iterator], stop: threading.Event) -
 
     def produce() -> None:
         try:
-            source = work(slot.pipeline)
-            try:
-                for item in source:
-                    items.put((True, item))
-                    if stop.is_set():
-                        break
-            finally:
-                getattr(source, "close", lambda: None)()
+            relay(work(slot.pipeline), lambda item: items.put((True, item)), stop)
             items.put((False, None))
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             items.put((False, exc))
