@@ -1,5 +1,6 @@
 """Live over WebRTC (aiortc): the browser's microphone in as an audio track, the prepared avatar's talking face out
-as a video track, each frame sent as soon as it is made.
+as a video track, each frame sent as soon as it is made and shown by the browser as soon as it comes (the
+playout-delay extension at 0).
 
 `POST /live/offer` takes the browser's SDP offer and answers. A recording takes its place in the server's
 one queue like a video job, then runs the backend's `live` (`Pipeline.stream(avatar, chunks, realtime=True)`,
@@ -42,6 +43,7 @@ PROBE_SIDE = 16  # pixels of the probe square
 PROBE_LOUD = 0.25  # a sound begins where a frame's samples reach this peak after a frame's that did not
 RATE_WINDOW = 5.0  # s over which the frame rate made is measured
 IDLE = 5.0  # s without audio: the recording has ended
+PLAYOUT_DELAY = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"  # RTP header extension (libwebrtc's)
 # the backend's `live`: (pipeline, photo, 16 kHz chunks) -> the frames, on the slot's thread
 Live = Callable[[Any, Path, Iterator[np.ndarray]], Iterator[LiveFrame]]
 
@@ -259,7 +261,7 @@ class Sessions:
                 session.end()
                 await self._close(peer)
 
-        peer.addTrack(FaceTrack(session))
+        _show_at_once(peer.addTrack(FaceTrack(session)))
         try:
             await peer.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
             await peer.setLocalDescription(await peer.createAnswer())
@@ -308,6 +310,37 @@ def _prompt(receiver) -> None:
     packet is a whole frame, so the receiver is given a buffer that hands each packet on at once."""
     if hasattr(receiver, "_RTCRtpReceiver__jitter_buffer"):
         receiver._RTCRtpReceiver__jitter_buffer = AtOnce()
+
+
+def _show_at_once(sender) -> None:
+    """A browser shows each frame of a video track at the time its RTP timestamp asks for, holding a frame that comes
+    early and dropping one that a newer frame overtakes: Live's frames come when they are made (after a quiet pause,
+    the frame that answers a sound came late or was never shown). The face track's packets carry the playout-delay
+    header extension at 0 (min and max), which asks the browser to show each frame as soon as it is decoded."""
+    from aiortc import codecs, rtp
+    from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
+
+    if not hasattr(sender, "_RTCRtpSender__rtp_header_extensions_map"):
+        return
+    offered = codecs.HEADER_EXTENSIONS["video"]  # what aiortc agrees to: the browser's offer names the extension
+    if all(known.uri != PLAYOUT_DELAY for known in offered):
+        offered.append(RTCRtpHeaderExtensionParameters(id=max(known.id for known in offered) + 1, uri=PLAYOUT_DELAY))
+
+    class NoPlayoutDelay(rtp.HeaderExtensionsMap):
+        playout_delay: int | None = None  # the extension's id, once agreed
+
+        def configure(self, parameters) -> None:
+            super().configure(parameters)
+            self.playout_delay = next((x.id for x in parameters.headerExtensions if x.uri == PLAYOUT_DELAY), None)
+
+        def set(self, values) -> tuple[int, bytes]:
+            profile, value = super().set(values)
+            if self.playout_delay is None:
+                return profile, value
+            extensions = rtp.unpack_header_extensions(profile, value) if value else []
+            return rtp.pack_header_extensions([*extensions, (self.playout_delay, bytes(3))])  # 0 ms min, 0 ms max
+
+    sender._RTCRtpSender__rtp_header_extensions_map = NoPlayoutDelay()
 
 
 class AtOnce:
