@@ -176,7 +176,8 @@ def test_live_over_webrtc_with_the_stand_in_generator(browser, synth_weights, mo
     assert figures["shown_fps"] >= 22.5 and figures["made_fps"] >= 22.5, figures  # 25 fps, within 10 %
     assert figures["dropped"] <= 0.01 * (figures["made"] + figures["dropped"]), figures
     assert len(figures["latencies"]) >= 10 and figures["p95"] <= 0.25, figures
-    assert len(figures["latencies"]) >= figures["sounds"] - 2, figures  # each sound's frame shown and timed
+    # each sound's frame is shown and timed (but one heard before the face came, one whose frame is on its way)
+    assert len(figures["latencies"]) >= figures["sounds"] - 2, figures
 
 
 def test_live_over_webrtc_on_this_cpu(browser, server):
@@ -185,7 +186,7 @@ def test_live_over_webrtc_on_this_cpu(browser, server):
     figures = live(browser, server, "live", seconds=9)
     assert figures["made"] >= 2, figures
     assert figures["shown"] >= figures["made"] - 1, figures  # every frame made is shown: fps shown = fps made
-    # each sound's frame is shown and timed (but one or two heard before the face came)
+    # each sound's frame is shown and timed (but one heard before the face came, one whose frame is on its way)
     assert len(figures["latencies"]) >= max(4, figures["sounds"] - 2), figures
     assert figures["median"] <= figures["work"] + 0.08 + 0.15, figures  # one frame's work, the lookahead, 150 ms
 
