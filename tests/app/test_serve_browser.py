@@ -199,8 +199,8 @@ def live(browser, served, name: str, seconds: float) -> dict:
     page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     try:
         page.goto(served.url)
-        result = record_live(page, seconds)
-        shot(page, name)
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        result = record_live(page, seconds, ARTEFACTS / f"{name}.png")
     finally:
         context.close()
     assert errors == [], errors

@@ -55,13 +55,16 @@ def make_video(page, face: Path, voice: Path, mode: str | None = None, timeout: 
     return {"first": first, "mp4": now(page) - start, "shown": page.evaluate(SHOWN), "mp4_before_first": mp4_before_first}
 
 
-def record_live(page, seconds: float) -> dict:
-    """Record `seconds` on the Live tab: the page's figures (fps shown and made, dropped, latency sound to face)."""
+def record_live(page, seconds: float, screenshot: Path | None = None) -> dict:
+    """Record `seconds` on the Live tab: the page's figures (fps shown and made, dropped, latency sound to face); the
+    page is saved in `screenshot` while it still records."""
     page.get_by_role("tab", name="Live").click()
     page.click("#live_record")
     page.wait_for_function("() => window.pcavsLive.shown > 0", timeout=600_000)
     page.wait_for_timeout(seconds * 1000)
     figures = page.evaluate(LIVE_FIGURES)
+    if screenshot is not None:
+        page.screenshot(path=str(screenshot), full_page=True)
     page.click("#live_stop")
     return figures
 
