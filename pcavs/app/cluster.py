@@ -34,7 +34,7 @@ import numpy as np
 
 from ..batches.cluster import actor_reason, connect, import_ray, worker_model
 from ..core.errors import InputError, PcavsError, one_line
-from .jobs import POLL, RESULT_NAME, Inputs, LiveFrame, LiveWork, Slot, read_photo, relay
+from .jobs import POLL, RESULT_NAME, Inputs, LiveFrame, LiveWork, Slot, ended, hand_over, read_photo, relay
 from .video import make_video
 
 APP = "pcavs"  # the Ray Serve application of `pcavs serve --ray`
@@ -123,25 +123,13 @@ async def _threaded(work: Callable[..., None], *args: Any) -> AsyncIterator:
     loop = asyncio.get_running_loop()
     items: asyncio.Queue = asyncio.Queue()
     stop = threading.Event()
-
-    def put(item: tuple[bool, Any]) -> None:
-        loop.call_soon_threadsafe(items.put_nowait, item)
-
-    def run() -> None:
-        try:
-            work(*args, lambda item: put((True, item)), stop)
-            put((False, None))
-        except BaseException as exc:  # noqa: BLE001 - raised to the request
-            put((False, exc))
-
-    thread = threading.Thread(target=run, name="pcavs-replica-work", daemon=True)
+    thread = threading.Thread(target=hand_over, name="pcavs-replica-work", daemon=True, args=(
+        lambda give: work(*args, give, stop), lambda item: loop.call_soon_threadsafe(items.put_nowait, item)))
     thread.start()
     try:
         while True:
             more, value = await items.get()
-            if not more:
-                if value is not None:
-                    raise value
+            if ended(more, value):
                 return
             yield value
     finally:

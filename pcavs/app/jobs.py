@@ -180,19 +180,30 @@ def relay(source: Iterator, put: Callable[[Any], None], stop: threading.Event) -
         getattr(source, "close", lambda: None)()
 
 
+def hand_over(work: Callable[[Callable[[Any], None]], None], put: Callable[[tuple[bool, Any]], None]) -> None:
+    """Run `work(give)` for a consumer on another thread: each item given is put as (True, item), then (False, None)
+    when the work ends or (False, its exception) when it fails (see `ended`)."""
+    try:
+        work(lambda item: put((True, item)))
+        put((False, None))
+    except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+        put((False, exc))
+
+
+def ended(more: bool, value: Any) -> bool:
+    """Whether `hand_over`'s (more, value) ends the items; the work's exception is raised here."""
+    if more:
+        return False
+    if value is not None:
+        raise value
+    return True
+
+
 def run_on(slot: Slot, work: Callable[[Any], Iterator], stop: threading.Event) -> Iterator:
     """The items of `work(slot.pipeline)`, made on the slot's thread as they are taken here. Setting `stop` (or
     leaving early) ends the work at its next item; the slot is free again when this generator has closed."""
     items: queue.SimpleQueue = queue.SimpleQueue()
-
-    def produce() -> None:
-        try:
-            relay(work(slot.pipeline), lambda item: items.put((True, item)), stop)
-            items.put((False, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            items.put((False, exc))
-
-    done = slot.thread.submit(produce)
+    done = slot.thread.submit(hand_over, lambda give: relay(work(slot.pipeline), give, stop), items.put)
     try:
         while True:
             try:
@@ -201,9 +212,7 @@ def run_on(slot: Slot, work: Callable[[Any], Iterator], stop: threading.Event) -
                 if stop.is_set():
                     raise Cancelled() from None
                 continue
-            if not more:
-                if value is not None:
-                    raise value
+            if ended(more, value):
                 return
             yield value
     finally:
