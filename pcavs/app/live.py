@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import fractions
+import functools
 import queue
 import secrets
 import threading
@@ -317,14 +318,19 @@ def _show_at_once(sender) -> None:
     early and dropping one that a newer frame overtakes: Live's frames come when they are made (after a quiet pause,
     the frame that answers a sound came late or was never shown). The face track's packets carry the playout-delay
     header extension at 0 (min and max), which asks the browser to show each frame as soon as it is decoded."""
+    if hasattr(sender, "_RTCRtpSender__rtp_header_extensions_map"):
+        sender._RTCRtpSender__rtp_header_extensions_map = _no_playout_delay_class()()
+
+
+@functools.cache
+def _no_playout_delay_class():
+    """aiortc's header-extension map that also writes playout-delay 0, once aiortc agrees to the extension (made
+    once: aiortc is optional, and agreeing to the extension changes aiortc's own list)."""
     from aiortc import codecs, rtp
     from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
 
-    if not hasattr(sender, "_RTCRtpSender__rtp_header_extensions_map"):
-        return
     offered = codecs.HEADER_EXTENSIONS["video"]  # what aiortc agrees to: the browser's offer names the extension
-    if all(known.uri != PLAYOUT_DELAY for known in offered):
-        offered.append(RTCRtpHeaderExtensionParameters(id=max(known.id for known in offered) + 1, uri=PLAYOUT_DELAY))
+    offered.append(RTCRtpHeaderExtensionParameters(id=max(known.id for known in offered) + 1, uri=PLAYOUT_DELAY))
 
     class NoPlayoutDelay(rtp.HeaderExtensionsMap):
         playout_delay: int | None = None  # the extension's id, once agreed
@@ -340,7 +346,7 @@ def _show_at_once(sender) -> None:
             extensions = rtp.unpack_header_extensions(profile, value) if value else []
             return rtp.pack_header_extensions([*extensions, (self.playout_delay, bytes(3))])  # 0 ms min, 0 ms max
 
-    sender._RTCRtpSender__rtp_header_extensions_map = NoPlayoutDelay()
+    return NoPlayoutDelay
 
 
 class AtOnce:
@@ -360,6 +366,7 @@ class AtOnce:
         return False, JitterFrame(packet._data, packet.timestamp)
 
 
+@functools.cache
 def _face_track_class():
     from aiortc import MediaStreamTrack
 

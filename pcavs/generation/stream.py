@@ -245,13 +245,14 @@ class FrameStream:
     """The frames of `Pipeline.stream`, each as soon as the audio it needs is in: iterate for `Frame`s.
 
     Nothing runs until the first frame is asked for. `total` is the number of frames the job will
-    have, once known (a file: when the first frame comes; chunks: when they end). `dropped` counts the frames real-time mode left
-    out so far; `latency` is, for the last frame given, the seconds from the end of its own audio being
-    spoken to the frame coming out (the lookahead included; negative when the source runs ahead of real
-    time); `work` is the seconds the last batch took to make. `stage` says in words what the job is doing, for a progress display that another thread may
-    read while one waits in `next(stream)`: "reading the voice", "finding the face", "reading the head
-    motion", "making frames", then "done" once the stream has ended or been closed. `close()`, or dropping
-    the stream, stops the work and leaves no file or thread behind.
+    have, once known (a file: when the first frame comes; chunks: when they end). `dropped` counts the
+    frames real-time mode left out so far; `latency` is, for the last frame given, the seconds from the
+    end of its own audio being spoken to the frame coming out (the lookahead included; negative when the
+    source runs ahead of real time); `work` is the seconds the last batch took to make. `stage` says in
+    words what the job is doing, for a progress display that another thread may read while one waits in
+    `next(stream)`: "reading the voice", "finding the face", "reading the head motion", "making frames",
+    then "done" once the stream has ended or been closed. `close()`, or dropping the stream, stops the
+    work and leaves no file or thread behind.
     """
 
     lookahead = LOOKAHEAD

@@ -60,9 +60,14 @@ def page(browser, server):
     context.close()
 
 
-def shot(page, name: str) -> None:
+def artefact(name: str) -> Path:
+    """Where the screenshot `name` goes (test-artefacts/browser/NAME.png)."""
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)
+    return ARTEFACTS / f"{name}.png"
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(artefact(name)), full_page=True)
 
 
 def elapsed(page) -> float:
@@ -199,8 +204,7 @@ def live(browser, served, name: str, seconds: float) -> dict:
     page.on("console", lambda message: message.type == "error" and errors.append(message.text))
     try:
         page.goto(served.url)
-        ARTEFACTS.mkdir(parents=True, exist_ok=True)
-        result = record_live(page, seconds, ARTEFACTS / f"{name}.png")
+        result = record_live(page, seconds, artefact(name))
     finally:
         context.close()
     assert errors == [], errors
